@@ -1,0 +1,114 @@
+"""params.yaml against workflow/schemas/params.schema.yaml: the shipped file and broken copies."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from unetflow.params import ParamsError, check_params, load_params, resolve, schema_for
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def params() -> dict:
+    return yaml.safe_load(PARAMS.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return schema_for(PARAMS)
+
+
+def test_shipped_params_are_valid_for_every_preset(params, schema):
+    assert load_params(PARAMS) == params
+    for preset in params["presets"]:
+        check_params(resolve(params, preset), schema)
+    assert set(params["models"]) <= set(params["model_defs"])
+    assert {"unet_paper", "unet_delft", "unet_andersen", "unet_modern", "baseline_mean"} == set(
+        params["model_defs"]
+    )
+    assert {"isbi2012", "shenzhen", "synth_em", "synth_cxr"} == set(params["dataset_defs"])
+    assert {"quick", "full"} <= set(params["presets"])
+
+
+def test_preset_merges_over_the_base(params):
+    quick = resolve(params, "quick")
+    assert quick["model_defs"]["unet_modern"]["width"] == 16
+    assert (
+        quick["model_defs"]["unet_modern"]["depth"] == params["model_defs"]["unet_modern"]["depth"]
+    )
+    full = resolve(params, "full")
+    assert (
+        full["model_defs"]["unet_modern"]["width"] == params["model_defs"]["unet_modern"]["width"]
+    )
+    assert params["model_defs"]["unet_modern"]["width"] != 16, "resolve must not mutate the input"
+    with pytest.raises(ParamsError, match="preset: 'nope' is not defined"):
+        resolve(params, "nope")
+
+
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        tree = tree[part]
+    tree[last] = value
+
+
+BROKEN = [
+    ("model_defs.unet_modern.widht", 16, r"model_defs\.unet_modern: .*'widht' was unexpected"),
+    ("model_defs.unet_modern.train", {"epochs": -3}, r"model_defs\.unet_modern\.train\.epochs: -3"),
+    ("augmnt", {"example_pairs": 4}, r"\(top level\): .*'augmnt' was unexpected"),
+    ("dataset_defs.a/b", None, r"dataset_defs: 'a/b' does not match"),
+    ("dataset_defs...", None, r"dataset_defs: '\.\.' does not match"),
+    ("datasets", ["../etc"], r"datasets\.0: '\.\./etc' does not match"),
+    ("seed", "forty-two", r"seed: 'forty-two' is not of type 'integer'"),
+    ("download.retries", -1, r"download\.retries: -1 is less than the minimum of 0"),
+    ("dataset_defs.isbi2012.augment.rotation_deg", 400, r"rotation_deg: 400 is greater than"),
+    ("dataset_defs.isbi2012.split.val", [25, 20], r"dataset_defs\.isbi2012\.split\.val: .*empty"),
+    ("models", ["unet_nope"], r"models: 'unet_nope' is not defined under model_defs"),
+    ("preset", "fast", r"preset: 'fast' is not one of"),
+    (
+        "presets.quick.model_defs",
+        {"unet_modern": {"depth": 0}},
+        r"presets\.quick -> model_defs\.unet_modern\.depth: 0 is less than",
+    ),
+    (
+        "presets.quick.dataset_defs",
+        {"isbi2012": {"source": {"type": "synthetic"}}},
+        r"presets\.quick\.dataset_defs\.isbi2012\.source: a preset may not change",
+    ),
+    ("presets.quick.trian", {}, r"presets\.quick: 'trian' is not one of"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "message"), BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_copies_name_the_key(params, schema, tmp_path, key, value, message):
+    broken = copy.deepcopy(params)
+    if key.startswith("dataset_defs.") and value is None:
+        broken["dataset_defs"][key.removeprefix("dataset_defs.")] = broken["dataset_defs"][
+            "synth_em"
+        ]
+    else:
+        _set(broken, key, value)
+    with pytest.raises(ParamsError, match=message):
+        check_params(broken, schema)
+    # The scripts' loader gives the same error for the file, naming it.
+    (tmp_path / "workflow").symlink_to(ROOT / "workflow")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(broken))
+    with pytest.raises(ParamsError, match=message) as info:
+        load_params(path)
+    assert str(path) in str(info.value)
+
+
+def test_unparsable_and_missing_files_are_named(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("datasets: [unclosed\n")
+    with pytest.raises(ParamsError, match=rf"{bad}: not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ParamsError, match="file not found"):
+        load_params(tmp_path / "missing.yaml")

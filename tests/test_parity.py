@@ -1,0 +1,108 @@
+"""Snakemake and DVC define the same jobs: same commands, deps, outs and tracked params."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from engine_jobs import dvc_jobs, snakemake_jobs
+from project import copy_project
+
+ALL_DATASETS = ["isbi2012", "shenzhen", "synth_em", "synth_cxr"]
+
+
+def differences(snakemake: dict, dvc: dict) -> list[str]:
+    """Human-readable differences between the two engines' job tables."""
+    problems = [f"only in Snakemake: {name}" for name in sorted(set(snakemake) - set(dvc))]
+    problems += [f"only in DVC: {name}" for name in sorted(set(dvc) - set(snakemake))]
+    for name in sorted(set(snakemake) & set(dvc)):
+        for field in ("cmd", "deps", "outs", "params"):
+            if snakemake[name][field] != dvc[name][field]:
+                problems.append(
+                    f"{name} {field}: Snakemake {snakemake[name][field]!r} "
+                    f"!= DVC {dvc[name][field]!r}"
+                )
+    return problems
+
+
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_both_engines_define_the_same_jobs(tmp_path, preset):
+    project = copy_project(tmp_path / "p", preset=preset, datasets=ALL_DATASETS)
+    snakemake, dvc = snakemake_jobs(project), dvc_jobs(project)
+    assert differences(snakemake, dvc) == []
+    stages = {name.split("@")[0] for name in dvc}
+    assert {"download", "preprocess", "augment"} <= stages
+    assert len(dvc) == len(stages) * len(ALL_DATASETS)
+    assert all(job["params"] for job in dvc.values()), "every stage tracks some params"
+    assert f"--preset {preset} " in dvc["augment@isbi2012"]["cmd"]
+
+
+def test_command_line_selection_matches(tmp_path):
+    """`--config datasets=[...]` in Snakemake selects what `-S datasets=[...]` does in DVC."""
+    project = copy_project(tmp_path / "p", preset="full", datasets=["isbi2012"])
+    snakemake = snakemake_jobs(
+        copy_project(tmp_path / "s"), {"preset": "full", "datasets": ["isbi2012"]}
+    )
+    assert differences(snakemake, dvc_jobs(project)) == []
+    assert sorted(snakemake) == ["augment@isbi2012", "download@isbi2012", "preprocess@isbi2012"]
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+MUTATIONS = [
+    (
+        "workflow/rules/data.smk",
+        '"logs/{dataset}/preprocess.log"',
+        '"logs/{dataset}/pp.log"',
+        None,
+    ),  # logs are Snakemake's own: not a difference
+    (
+        "workflow/rules/data.smk",
+        'raw="data/raw/{dataset}",',
+        'raw="data/raw/{dataset}",\n        manifest="data/manifests/{dataset}.tsv",',
+        r"preprocess@\w+ deps",
+    ),
+    (
+        "workflow/rules/data.smk",
+        'tracked=tracked("preprocess")',
+        'tracked=tracked("augment")',
+        r"preprocess@\w+ params",
+    ),
+    (
+        "dvc.yaml",
+        "      - dataset_defs.${item.dataset}.split\n",
+        "",
+        None,
+    ),  # params are declared once, in dvc.yaml: Snakemake follows
+    (
+        "dvc.yaml",
+        "--out data/raw/${item.dataset}",
+        "--out data/raw/${item.dataset} --verbose",
+        r"download@\w+ cmd",
+    ),
+    ("dvc.yaml", "      - scripts/augment.py\n", "", r"augment@\w+ deps"),
+    (
+        "dvc.yaml",
+        "      - data/augmented/${item.dataset}",
+        "      - data/augmented/v2_${item.dataset}",
+        r"augment@\w+ outs",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "old", "new", "reported"), MUTATIONS)
+def test_parity_check_reports_a_one_sided_change(tmp_path, path, old, new, reported):
+    project = copy_project(tmp_path / "p", datasets=["synth_em", "isbi2012"])
+    _edit(project / path, old, new)
+    problems = differences(snakemake_jobs(project), dvc_jobs(project))
+    if reported is None:
+        assert problems == []
+    else:
+        assert problems, "the parity check missed a one-sided change"
+        assert all(re.match(reported, p) for p in problems), problems

@@ -1,0 +1,55 @@
+# Data stages: download (or generate) -> preprocess -> augment, one job per dataset.
+
+
+rule download:
+    input:
+        script="scripts/download.py",
+        manifest="data/manifests/{dataset}.tsv",
+    output:
+        raw=directory("data/raw/{dataset}"),
+    log:
+        "logs/{dataset}/download.log",
+    conda:
+        "../envs/unetflow.yaml"
+    params:
+        tracked=tracked("download"),
+    shell:
+        "python {input.script} --params params.yaml --dataset {wildcards.dataset} "
+        "--manifest {input.manifest} --out {output.raw} > {log} 2>&1"
+
+
+rule preprocess:
+    input:
+        script="scripts/preprocess.py",
+        raw="data/raw/{dataset}",
+    output:
+        processed=directory("data/processed/{dataset}"),
+    log:
+        "logs/{dataset}/preprocess.log",
+    conda:
+        "../envs/unetflow.yaml"
+    params:
+        preset=config["preset"],
+        tracked=tracked("preprocess"),
+    shell:
+        "python {input.script} --params params.yaml --preset {params.preset} "
+        "--dataset {wildcards.dataset} --raw {input.raw} --out {output.processed} > {log} 2>&1"
+
+
+rule augment:
+    input:
+        script="scripts/augment.py",
+        processed="data/processed/{dataset}",
+    output:
+        augmented=directory("data/augmented/{dataset}"),
+    log:
+        "logs/{dataset}/augment.log",
+    conda:
+        "../envs/unetflow.yaml"
+    params:
+        preset=config["preset"],
+        tracked=tracked("augment"),
+    shell:
+        "python {input.script} --params params.yaml --preset {params.preset} "
+        "--dataset {wildcards.dataset} --processed {input.processed} "
+        "--out {output.augmented} > {log} 2>&1"
