@@ -12,7 +12,8 @@ $(BIN)/unetflow: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: it comes from local disk (CPU build) instead of a multi-GB CUDA download
 	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	$(BIN)/pip install -q -e '.[dev,slurm]'
+	# elasticdeform's only wheels are built against numpy 1.x: build it here against numpy 2
+	$(BIN)/pip install -q --no-binary elasticdeform -e '.[dev,slurm]'
 	touch $@
 
 venv: $(BIN)/unetflow

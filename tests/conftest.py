@@ -17,7 +17,7 @@ MIRROR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FAULTS = ("404", "500", "corrupt", "truncate")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mirror() -> Path:
     """The read-only offline copy of the real datasets; skips the test when it is absent."""
     if not MIRROR.is_dir():

@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-MIRROR = ROOT.parent / "shared" / "datasets"
 
 # What a clean clone holds that the engines need; data, results and caches stay behind.
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]

@@ -497,7 +497,9 @@ def test_synthetic_source_is_generated_and_recorded(tmp_path, kind, source, expe
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
-        download_dataset(f"synth_{kind}", cfg, DOWNLOAD_CFG, MANIFESTS / "synth_em.tsv", out, 5)
+        download_dataset(
+            f"synth_{kind}", cfg, DOWNLOAD_CFG, MANIFESTS / f"synth_{kind}.tsv", out, 5
+        )
         assert (out / expected).is_dir()
         sums = (out / "SHA256SUMS").read_text()
         listed = sorted(line.split("  ", 1)[1] for line in sums.splitlines())

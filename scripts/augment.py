@@ -1,0 +1,30 @@
+"""augment stage: a seeded, materialised set of augmented training pairs per dataset."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.augmentation import augment_dataset
+from unetflow.cli import dataset_config, run_stage, stage_parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and write the augmented copies of every training image."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--preset", required=True, help="a name under presets")
+    parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
+    parser.add_argument("--out", type=Path, required=True, help="data/augmented/<dataset>")
+    args = parser.parse_args(argv)
+    params, dataset = dataset_config(args.params, args.dataset, args.preset)
+    augment_dataset(
+        args.processed,
+        args.out,
+        dataset["augment"],
+        example_pairs=params["augment"]["example_pairs"],
+        seed=params["seed"],
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,32 @@
+"""preprocess stage: normalised images, binary masks and split.csv in data/processed/<dataset>/."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.cli import dataset_config, run_stage, stage_parser
+from unetflow.datasets import preprocess_em
+from unetflow.params import ParamsError
+
+PREPROCESSORS = {"em": preprocess_em}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and preprocess the dataset by its kind."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--preset", required=True, help="a name under presets")
+    parser.add_argument("--raw", type=Path, required=True, help="data/raw/<dataset>")
+    parser.add_argument("--out", type=Path, required=True, help="data/processed/<dataset>")
+    args = parser.parse_args(argv)
+    _, dataset = dataset_config(args.params, args.dataset, args.preset)
+    if dataset["kind"] not in PREPROCESSORS:
+        raise ParamsError(
+            f"dataset_defs.{args.dataset}.kind: preprocessing of '{dataset['kind']}' datasets is "
+            f"not available yet (available: {sorted(PREPROCESSORS)})"
+        )
+    PREPROCESSORS[dataset["kind"]](args.raw, args.out, dataset)
+
+
+if __name__ == "__main__":
+    run_stage(main)

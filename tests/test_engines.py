@@ -1,0 +1,81 @@
+"""Snakemake's side of the contract: config checks before any job, profiles, tracked params."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from project import ROOT, copy_project, run
+from unetflow.engines import tracked_params_for
+from unetflow.params import ParamsError
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("engines") / "p")
+
+
+def test_command_line_contract_selects_jobs(project):
+    out = run(
+        [
+            "snakemake",
+            "-n",
+            "--config",
+            "preset=full",
+            "datasets=[isbi2012]",
+            "models=[unet_modern]",
+        ],
+        project,
+    )
+    assert "--preset full --dataset isbi2012" in out.stdout
+    assert "synth_em" not in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        (["seed=3"], "--config may set only preset, datasets, models; change seed in params.yaml"),
+        (["datasets=[nope]"], "datasets: 'nope' is not defined under dataset_defs"),
+        (["preset=fast"], "preset: 'fast' is not one of"),
+        (["datasets=[a/b]"], "'a/b' does not match"),
+    ],
+)
+def test_bad_config_is_refused_before_any_job(project, config, message):
+    out = run(["snakemake", "--cores", "1", "--config", *config], project, check=False)
+    assert out.returncode != 0
+    assert message in out.stdout + out.stderr
+    assert not (project / "data" / "raw").exists()
+
+
+def test_broken_params_file_is_refused_before_any_job(tmp_path):
+    project = copy_project(tmp_path / "p")
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["model_defs"]["unet_modern"]["widht"] = 8
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(["snakemake", "--cores", "1"], project, check=False)
+    assert out.returncode != 0
+    assert "'widht' was unexpected" in out.stdout + out.stderr
+    assert not (project / "data" / "raw").exists()
+
+
+def test_slurm_profile_dry_run(project):
+    out = run(["snakemake", "-n", "--workflow-profile", "profiles/slurm"], project)
+    assert "download" in out.stdout and "augment" in out.stdout
+
+
+def test_default_profile_limits_gpu_jobs():
+    profile = yaml.safe_load((ROOT / "profiles/default/config.yaml").read_text())
+    assert "gpu=1" in profile["resources"]
+    assert profile["rerun-incomplete"] and profile["show-failed-logs"] and profile["printshellcmds"]
+
+
+def test_tracked_params_follow_dvc_yaml():
+    config = yaml.safe_load((ROOT / "params.yaml").read_text())
+    tracked = tracked_params_for(
+        str(ROOT / "dvc.yaml"), "augment", config | {"preset": "full"}, {"dataset": "isbi2012"}
+    )
+    assert tracked["presets.full"] == config["presets"]["full"]
+    assert tracked["dataset_defs.isbi2012.augment"] == config["dataset_defs"]["isbi2012"]["augment"]
+    assert "dataset_defs.isbi2012.split" not in tracked
+    with pytest.raises(ParamsError, match="key 'dataset_defs.nope.augment'"):
+        tracked_params_for(str(ROOT / "dvc.yaml"), "augment", config, {"dataset": "nope"})
