@@ -19,7 +19,7 @@ $(BIN)/unetflow: pyproject.toml
 venv: $(BIN)/unetflow
 
 demo: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores all --config preset=quick 'datasets=[synth_em,synth_cxr]'
+	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores all --config preset=quick
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q
