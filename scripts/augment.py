@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dataset["augment"],
         example_pairs=params["augment"]["example_pairs"],
         seed=params["seed"],
+        workers=params["augment"]["workers"],
     )
 
 

@@ -23,7 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,12 +72,14 @@ CFG_KEYS = (
 
 
 def augment_dataset(
-    processed: Path, out: Path, cfg: dict, *, example_pairs: int, seed: int
+    processed: Path, out: Path, cfg: dict, *, example_pairs: int, seed: int, workers: int = 1
 ) -> dict[str, float]:
     """Write ``cfg["copies"]`` augmented copies of every train image of `processed` to `out`.
 
     Output: ``images/<id>_aug<kk>.tif`` (float32), ``masks/<id>_aug<kk>.png`` ({0, 1}),
     ``index.csv`` (one row per copy with every drawn parameter) and ``examples.png``.
+    Images are spread over `workers` processes (0: one per CPU); each is seeded by its id, so
+    the output does not depend on the number of workers.
     Returns ``{"images": n, "seconds": t, "images_per_s": r}`` and prints the same.
     """
     processed, out = Path(processed), Path(out)
@@ -84,34 +90,57 @@ def augment_dataset(
         raise DataError(f"{processed / 'split.csv'}: no train rows; expected at least one")
     copies = int(cfg["copies"])
     width = max(2, len(str(copies - 1)))
-    wanted = _example_slots(len(train_ids), copies, example_pairs)
-    examples: dict[tuple[int, int], tuple[np.ndarray, ...]] = {}
-    rows: list[dict[str, Any]] = []
+    workers = int(workers) or os.cpu_count() or 1
 
     start = time.perf_counter()
     with staged_dir(out) as work:
         (work / "images").mkdir()
         (work / "masks").mkdir()
-        for i, sid in enumerate(progress(train_ids, desc="augment", unit="image")):
-            image, mask = _read_pair(processed, sid)
-            rng = np.random.default_rng([int(seed), _id_key(sid)])
-            for k in range(copies):
-                aug_image, aug_mask, params = augment_pair(image, mask, rng, cfg)
-                aid = f"{sid}_aug{k:0{width}d}"
-                write_float_tiff(work / "images" / f"{aid}.tif", aug_image, level=1)
-                write_png(work / "masks" / f"{aid}.png", aug_mask)
-                rows.append({"id": aid, "source_id": sid, "copy": k, **params})
-                if (i, k) in wanted:
-                    examples[(i, k)] = (image, mask, aug_image, aug_mask, sid, aid)
+        job = partial(_augment_image, processed, work, cfg, seed, copies, width)
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            results = pool.map(job, train_ids) if pool else map(job, train_ids)
+            bar = progress(results, total=len(train_ids), desc="augment", unit="image")
+            rows = [row for image_rows in bar for row in image_rows]
         index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
         index.to_csv(work / "index.csv", index=False)
-        _plot_examples([examples[key] for key in wanted], work / "examples.png")
+        examples = [
+            (*_read_pair(processed, train_ids[i]), *_read_augmented(work, train_ids[i], k, width))
+            for i, k in _example_slots(len(train_ids), copies, example_pairs)
+        ]
+        _plot_examples(examples, work / "examples.png")
     seconds = time.perf_counter() - start
 
     n = len(rows)
     rate = n / seconds if seconds > 0 else float("inf")
     print(f"augment: {n} images in {seconds:.1f} s ({rate:.1f} images/s)", flush=True)
     return {"images": n, "seconds": seconds, "images_per_s": rate}
+
+
+def _aug_id(sid: str, copy: int, width: int) -> str:
+    return f"{sid}_aug{copy:0{width}d}"
+
+
+def _augment_image(
+    processed: Path, work: Path, cfg: dict, seed: int, copies: int, width: int, sid: str
+) -> list[dict[str, Any]]:
+    """Write the augmented copies of one train image; its rows of index.csv."""
+    image, mask = _read_pair(processed, sid)
+    rng = np.random.default_rng([int(seed), _id_key(sid)])
+    rows = []
+    for k in range(copies):
+        aug_image, aug_mask, params = augment_pair(image, mask, rng, cfg)
+        aid = _aug_id(sid, k, width)
+        write_float_tiff(work / "images" / f"{aid}.tif", aug_image, level=1)
+        write_png(work / "masks" / f"{aid}.png", aug_mask)
+        rows.append({"id": aid, "source_id": sid, "copy": k, **params})
+    return rows
+
+
+def _read_augmented(work: Path, sid: str, copy: int, width: int) -> tuple[Any, ...]:
+    """An augmented pair read back for the examples figure, with its ids."""
+    aid = _aug_id(sid, copy, width)
+    image = read_float_tiff(work / "images" / f"{aid}.tif")
+    return image, read_gray(work / "masks" / f"{aid}.png"), sid, aid
 
 
 def augment_pair(
