@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from unetflow.params import deep_merge
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # What a clean clone holds that the engines need; data, results and caches stay behind.
@@ -17,16 +19,51 @@ PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", ".dvcignore", ".gitigno
 PROJECT_DIRS = ["workflow", "scripts", "profiles", "data/manifests"]
 
 
-def copy_project(dest: Path, *, git: bool = False, **params: object) -> Path:
-    """Copy the project to `dest`, override top-level params, optionally as a git + DVC repo."""
+# A preset small enough that the model stages of a test finish in seconds on 2 cores.
+TINY_PRESET = {
+    "train": {"workers": 0, "threads": 1},
+    "infer": {"batch_size": 16},
+    "model_defs": {
+        "unet_modern": {
+            "width": 4,
+            "depth": 2,
+            "tile": 64,
+            "train": {"batch_size": 2, "epochs": 2, "steps_per_epoch": 2},
+        }
+    },
+    "dataset_defs": {
+        name: {"augment": {"copies": 1}}
+        for name in ("isbi2012", "shenzhen", "synth_em", "synth_cxr")
+    },
+}
+# Synthetic EM small enough for the same (sources cannot be changed by a preset).
+TINY_SYNTH_EM = {"type": "synthetic", "n_train": 12, "n_test": 4, "size": 128}
+TINY_SYNTH_EM_SPLIT = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
+
+
+def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params: object) -> Path:
+    """Copy the project to `dest`, override top-level params, optionally as a git + DVC repo.
+
+    `tiny` adds the `tiny` preset (selected) and shrinks synth_em, for end-to-end tests.
+    """
+    if tiny:
+        params.setdefault("preset", "tiny")
     dest.mkdir(parents=True, exist_ok=True)
     for name in PROJECT_FILES:
         shutil.copy2(ROOT / name, dest / name)
     for name in PROJECT_DIRS:
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    if params:
+    if params or tiny:
         values = yaml.safe_load((dest / "params.yaml").read_text())
         values.update(params)
+        if tiny:
+            values["presets"]["tiny"] = TINY_PRESET
+            # The same but for one augmentation setting, to switch presets in a test.
+            values["presets"]["tiny_b"] = deep_merge(
+                TINY_PRESET, {"dataset_defs": {"synth_em": {"augment": {"copies": 2}}}}
+            )
+            values["dataset_defs"]["synth_em"]["source"] = TINY_SYNTH_EM
+            values["dataset_defs"]["synth_em"]["split"] = TINY_SYNTH_EM_SPLIT
         (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     if git:
         run(["git", "init", "-q"], dest)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from engine_jobs import dvc_jobs, snakemake_jobs
 from project import copy_project
 
 ALL_DATASETS = ["isbi2012", "shenzhen", "synth_em", "synth_cxr"]
+ALL_MODELS = ["unet_paper", "unet_delft", "unet_andersen", "unet_modern", "baseline_mean"]
 
 
 def differences(snakemake: dict, dvc: dict) -> list[str]:
@@ -29,14 +31,19 @@ def differences(snakemake: dict, dvc: dict) -> list[str]:
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
 def test_both_engines_define_the_same_jobs(tmp_path, preset):
-    project = copy_project(tmp_path / "p", preset=preset, datasets=ALL_DATASETS)
+    project = copy_project(tmp_path / "p", preset=preset, datasets=ALL_DATASETS, models=ALL_MODELS)
     snakemake, dvc = snakemake_jobs(project), dvc_jobs(project)
     assert differences(snakemake, dvc) == []
-    stages = {name.split("@")[0] for name in dvc}
-    assert {"download", "preprocess", "augment"} <= stages
-    assert len(dvc) == len(stages) * len(ALL_DATASETS)
+    per_stage = Counter(name.split("@")[0] for name in dvc)
+    assert per_stage == {
+        **{stage: len(ALL_DATASETS) for stage in ("download", "preprocess", "augment")},
+        **{stage: len(ALL_DATASETS) * len(ALL_MODELS) for stage in ("train", "infer")},
+    }
     assert all(job["params"] for job in dvc.values()), "every stage tracks some params"
     assert f"--preset {preset} " in dvc["augment@isbi2012"]["cmd"]
+    train = dvc["train@shenzhen-unet_paper"]
+    assert "model_defs.unet_paper" in train["params"]
+    assert "results/shenzhen/unet_paper/dvclive/metrics.json" in train["outs"]
 
 
 def test_command_line_selection_matches(tmp_path):
@@ -46,7 +53,15 @@ def test_command_line_selection_matches(tmp_path):
         copy_project(tmp_path / "s"), {"preset": "full", "datasets": ["isbi2012"]}
     )
     assert differences(snakemake, dvc_jobs(project)) == []
-    assert sorted(snakemake) == ["augment@isbi2012", "download@isbi2012", "preprocess@isbi2012"]
+    assert sorted(snakemake) == [
+        "augment@isbi2012",
+        "download@isbi2012",
+        "infer@isbi2012-baseline_mean",
+        "infer@isbi2012-unet_modern",
+        "preprocess@isbi2012",
+        "train@isbi2012-baseline_mean",
+        "train@isbi2012-unet_modern",
+    ]
 
 
 def _edit(path: Path, old: str, new: str) -> None:
@@ -87,6 +102,14 @@ MUTATIONS = [
         r"download@\w+ cmd",
     ),
     ("dvc.yaml", "      - scripts/augment.py\n", "", r"augment@\w+ deps"),
+    ("workflow/rules/model.smk", "gpu=1,", "gpu=2,", None),  # resources are Snakemake's own
+    (
+        "workflow/rules/model.smk",
+        '--live {params.live} "',
+        '--live {params.live} --tta "',
+        r"train@[\w-]+ cmd",
+    ),
+    ("workflow/rules/model.smk", 'tracked("infer")', 'tracked("train")', r"infer@[\w-]+ params"),
     (
         "dvc.yaml",
         "      - data/augmented/${item.dataset}",

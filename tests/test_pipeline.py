@@ -1,4 +1,6 @@
-"""End to end in a temporary git + DVC repo: both engines run the data stages, then sync."""
+"""End to end in a temporary git + DVC repo: both engines run every stage, then sync.
+
+The `tiny` preset of tests/project.py keeps the model stages to seconds."""
 
 from __future__ import annotations
 
@@ -7,16 +9,19 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from project import copy_project, run
+from unetflow.checkpoints import load_model
 
 pytestmark = pytest.mark.e2e
 
 DATASETS = ["synth_em", "isbi2012"]
+MODELS = ["unet_modern", "baseline_mean"]
 OUTPUTS = [
     f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS
-]
+] + [f"results/{name}/{model}/predictions" for name in DATASETS for model in MODELS]
 
 
 def tree_digest(folder: Path) -> dict[str, str]:
@@ -32,9 +37,9 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def engines(tmp_path_factory, mirror) -> dict[str, Path]:
     """The same project run once by Snakemake and once by DVC, from the mirror."""
     root = tmp_path_factory.mktemp("e2e")
-    smk = copy_project(root / "snakemake", git=True, datasets=DATASETS)
+    smk = copy_project(root / "snakemake", git=True, tiny=True, datasets=DATASETS)
     run(["snakemake", "--cores", "2"], smk, UNETFLOW_MIRROR=str(mirror))
-    dvc = copy_project(root / "dvc", git=True, datasets=DATASETS)
+    dvc = copy_project(root / "dvc", git=True, tiny=True, datasets=DATASETS)
     run(["dvc", "repro"], dvc, UNETFLOW_MIRROR=str(mirror))
     return {"snakemake": smk, "dvc": dvc}
 
@@ -45,11 +50,24 @@ def test_both_engines_produce_identical_outputs(engines):
         assert smk.is_dir() and dvc.is_dir(), out
         assert tree_digest(smk) == tree_digest(dvc), f"{out} differs between engines"
     augmented = engines["dvc"] / "data/augmented/isbi2012"
-    copies = yaml.safe_load((engines["dvc"] / "params.yaml").read_text())
-    copies = copies["presets"]["quick"]["dataset_defs"]["isbi2012"]["augment"]["copies"]
-    assert len(list((augmented / "images").glob("*.tif"))) == 20 * copies
+    assert len(list((augmented / "images").glob("*.tif"))) == 20  # 20 train slices x 1 copy
     assert (augmented / "examples.png").stat().st_size > 10_000
     assert not list((engines["dvc"] / "data").rglob(".*partial-*"))
+    for name in DATASETS:
+        for model in MODELS:
+            result = f"results/{name}/{model}"
+            weights = [
+                load_model(engines[e] / result / "model.pt")[0].state_dict() for e in engines
+            ]
+            assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), result
+            curve = f"{result}/dvclive/plots/metrics/val/dice.tsv"
+            assert (engines["snakemake"] / curve).read_text() == (
+                engines["dvc"] / curve
+            ).read_text()
+            assert not (engines["dvc"] / result / "checkpoints").exists()
+    predictions = engines["dvc"] / "results/isbi2012/unet_modern/predictions"
+    assert len(list((predictions / "masks").glob("*.png"))) == 5 + 5 + 30  # val, test, predict
+    assert (predictions / "isbi_submission.tif").is_file()
 
 
 def test_dvc_commit_adopts_a_snakemake_run(engines):
@@ -86,12 +104,30 @@ def test_a_param_change_reruns_the_same_stages_in_both(engines):
         params_file.write_text(original)
 
 
-def test_dvc_exp_run_selects_preset_and_datasets_from_the_command_line(engines):
-    """The command-line contract: `dvc exp run -S preset=... -S 'datasets=[...]'`."""
+def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(engines):
+    """The command-line contract: `dvc exp run -S preset=... -S 'datasets=[...]' -S models=...`."""
     project = engines["dvc"]
-    out = run(["dvc", "exp", "run", "-S", "preset=full", "-S", "datasets=[synth_em]"], project)
+    out = run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-S",
+            "preset=tiny_b",
+            "-S",
+            "datasets=[synth_em]",
+            "-S",
+            "models=[baseline_mean]",
+        ],
+        project,
+    )
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", out.stdout)))
-    assert ran == ["augment@synth_em", "preprocess@synth_em"], out.stdout
+    assert ran == [
+        "augment@synth_em",
+        "infer@synth_em-baseline_mean",
+        "preprocess@synth_em",
+        "train@synth_em-baseline_mean",
+    ], out.stdout
     params = yaml.safe_load((project / "params.yaml").read_text())
-    assert params["preset"] == "full" and params["datasets"] == ["synth_em"]
+    assert params["preset"] == "tiny_b" and params["datasets"] == ["synth_em"]
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout

@@ -24,12 +24,22 @@ def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             image = skio.imread(path)
     except Exception as exc:  # every reader has its own exception types
-        raise ImageError(f"{path}: cannot read image ({exc})") from exc
+        # imageio appends install hints for other plugins on further lines: keep the first.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ImageError(
+            f"{path}: cannot read image; expected a PNG or TIFF file ({reason})"
+        ) from exc
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
+        # rgba2rgb and rgb2gray return floats in [0, 1] for integer input: scale back to the
+        # input's integer range (RGBA is composited over white).
+        dtype = image.dtype
         rgb = rgba2rgb(image) if image.shape[-1] == 4 else image
-        image = np.round(rgb2gray(rgb) * (255.0 if rgb.dtype == np.uint8 else 1.0))
-        image = image.astype(np.uint8) if rgb.dtype == np.uint8 else image
+        gray = rgb2gray(rgb)
+        if np.issubdtype(dtype, np.integer):
+            image = np.round(gray * np.iinfo(dtype).max).astype(dtype)
+        else:
+            image = gray
     if image.ndim != 2:
         raise ImageError(f"{path}: expected a 2-D grey or RGB(A) image, got shape {image.shape}")
     return image
@@ -69,3 +79,19 @@ def write_float_tiff(
 def read_float_tiff(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a float32 TIFF written by write_float_tiff."""
     return np.asarray(tifffile.imread(Path(path)), dtype=np.float32)
+
+
+def read_processed_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a preprocessed image (2-D float32 TIFF of finite values); errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageError(f"{path}: not found; expected a preprocessed image listed in split.csv")
+    try:
+        image = read_float_tiff(path)
+    except Exception as exc:  # tifffile raises several types for damaged files
+        raise ImageError(f"{path}: cannot read float TIFF ({exc})") from exc
+    if image.ndim != 2:
+        raise ImageError(f"{path}: expected a 2-D image, got shape {image.shape}")
+    if not np.isfinite(image).all():
+        raise ImageError(f"{path}: contains NaN or inf; expected finite intensities")
+    return image

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 SCHEMA_PATH = Path("workflow") / "schemas" / "params.schema.yaml"
@@ -36,6 +35,8 @@ def _key(path: Any) -> str:
 
 def schema_errors(params: Any, schema: dict[str, Any]) -> list[str]:
     """Every schema violation as `key: message`, deepest first."""
+    import jsonschema  # here, so that resolve() works where only torch and yaml are installed
+
     validator = jsonschema.validators.validator_for(schema)(schema)
     messages = []
     for error in sorted(validator.iter_errors(params), key=lambda e: -len(e.absolute_path)):

@@ -1,0 +1,53 @@
+# Model stages: train (GPU) -> infer (GPU), one job per dataset x model.
+
+
+rule train:
+    input:
+        script="scripts/train.py",
+        processed="data/processed/{dataset}",
+        augmented="data/augmented/{dataset}",
+    output:
+        model="results/{dataset}/{model}/model.pt",
+        metrics="results/{dataset}/{model}/dvclive/metrics.json",
+        plots=directory("results/{dataset}/{model}/dvclive/plots/metrics"),
+    log:
+        "logs/{dataset}/{model}/train.log",
+    conda:
+        "../envs/unetflow.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        preset=config["preset"],
+        live="results/{dataset}/{model}/dvclive",
+        checkpoints="results/{dataset}/{model}/checkpoints",
+        tracked=tracked("train"),
+    shell:
+        "python {input.script} --params params.yaml --preset {params.preset} "
+        "--dataset {wildcards.dataset} --model {wildcards.model} "
+        "--processed {input.processed} --augmented {input.augmented} "
+        "--model-out {output.model} --live {params.live} "
+        "--checkpoints {params.checkpoints} > {log} 2>&1"
+
+
+rule infer:
+    input:
+        script="scripts/infer.py",
+        checkpoint="results/{dataset}/{model}/model.pt",
+        processed="data/processed/{dataset}",
+    output:
+        predictions=directory("results/{dataset}/{model}/predictions"),
+    log:
+        "logs/{dataset}/{model}/infer.log",
+    conda:
+        "../envs/unetflow.yaml"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        preset=config["preset"],
+        tracked=tracked("infer"),
+    shell:
+        "python {input.script} --params params.yaml --preset {params.preset} "
+        "--dataset {wildcards.dataset} --checkpoint {input.checkpoint} "
+        "--processed {input.processed} --out {output.predictions} > {log} 2>&1"
