@@ -11,14 +11,15 @@ configfile: "params.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
     default_target: True
     input:
         augmented=expand("data/augmented/{dataset}", dataset=config["datasets"]),
-        predictions=expand(
-            "results/{dataset}/{model}/predictions",
+        metrics=expand(
+            "results/{dataset}/{model}/metrics.json",
             dataset=config["datasets"],
             model=config["models"],
         ),

@@ -37,7 +37,7 @@ def test_both_engines_define_the_same_jobs(tmp_path, preset):
     per_stage = Counter(name.split("@")[0] for name in dvc)
     assert per_stage == {
         **{stage: len(ALL_DATASETS) for stage in ("download", "preprocess", "augment")},
-        **{stage: len(ALL_DATASETS) * len(ALL_MODELS) for stage in ("train", "infer")},
+        **{stage: len(ALL_DATASETS) * len(ALL_MODELS) for stage in ("train", "infer", "evaluate")},
     }
     assert all(job["params"] for job in dvc.values()), "every stage tracks some params"
     assert f"--preset {preset} " in dvc["augment@isbi2012"]["cmd"]
@@ -56,6 +56,8 @@ def test_command_line_selection_matches(tmp_path):
     assert sorted(snakemake) == [
         "augment@isbi2012",
         "download@isbi2012",
+        "evaluate@isbi2012-baseline_mean",
+        "evaluate@isbi2012-unet_modern",
         "infer@isbi2012-baseline_mean",
         "infer@isbi2012-unet_modern",
         "preprocess@isbi2012",

@@ -1,4 +1,6 @@
 # Helpers shared by the rules: config validation and the tracked params read from dvc.yaml.
+from pathlib import Path
+
 from snakemake.utils import validate
 
 from unetflow.engines import check_config, tracked_params_for
@@ -15,3 +17,8 @@ wildcard_constraints:
 def tracked(stage):
     """The params DVC tracks for `stage`, with their values, so Snakemake reruns on change."""
     return lambda wildcards: tracked_params_for("dvc.yaml", stage, config, wildcards)
+
+
+def live_dir(wildcards, input):
+    """The DVCLive folder of a training run, from its plots folder (dvclive/plots/metrics)."""
+    return str(Path(input.curves).parent.parent)

@@ -1,0 +1,41 @@
+"""evaluate stage: per-image and aggregated metrics (metrics.json, per_image.csv) and figures
+for the val and test predictions of one dataset x model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.cli import dataset_config, run_stage, stage_parser
+from unetflow.evaluation import evaluate
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and evaluate."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
+    parser.add_argument("--predictions", type=Path, required=True, help="infer's predictions/")
+    parser.add_argument("--live", type=Path, required=True, help="the training's DVCLive folder")
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
+    parser.add_argument("--per-image", type=Path, required=True, help="per_image.csv to write")
+    parser.add_argument("--figures", type=Path, required=True, help="figures folder to write")
+    args = parser.parse_args(argv)
+    _, dataset = dataset_config(args.params, args.dataset, preset=None)
+    summary = evaluate(
+        dataset=args.dataset,
+        kind=dataset["kind"],
+        processed=args.processed,
+        predictions=args.predictions,
+        out_metrics=args.metrics,
+        out_per_image=args.per_image,
+        out_figures=args.figures,
+        live_dir=args.live,
+    )
+    for split in ("val", "test"):
+        if split in summary:
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if "_" not in k)
+            print(f"evaluate {args.dataset} {split} (n={summary[f'n_{split}']}): {scores}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,251 @@
+"""The summarize stage: one table of every dataset × model run, and our numbers beside the
+published references.
+
+``summary.csv`` has one row per results folder ``results/<dataset>/<model>/`` with the
+columns :data:`SUMMARY_COLUMNS`: the run's names and preset, the test-set headline metrics
+of its ``metrics.json`` (empty where a metric does not apply, such as V_Rand for CXR, or
+where the test split is empty), the training time, parameter count and device from its
+``model.pt``. ``summary.md`` shows the same table and a second one that pairs each run with
+every reference of :data:`REFERENCES` for its dataset kind, with the source and whether the
+test sets differ (they always do here; the column says how).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from unetflow.checkpoints import CheckpointError, load_model
+from unetflow.evaluation import write_text_atomic
+from unetflow.models import count_parameters
+
+HEADLINE = ("dice", "iou", "pixel_error", "vrand", "vinfo", "rand_error", "hd95", "assd")
+SUMMARY_COLUMNS = (
+    "dataset",
+    "kind",
+    "model",
+    "preset",
+    "n_test",
+    *(f"test_{name}" for name in HEADLINE),
+    "train_seconds",
+    "parameters",
+    "device",
+)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """One published number: `low`..`high` (equal for a single value) of `metric` (a key of
+    metrics.json's test section, or a metric we do not compute such as warping_error)."""
+
+    kind: str  # dataset kind it compares with: "em" or "cxr"
+    dataset: str  # the dataset it was measured on (our name for it)
+    name: str
+    metric: str
+    low: float
+    high: float
+    test_set: str  # what the reference was measured on, and how ours differs
+    source: str
+
+    @property
+    def value(self) -> str:
+        """The number as printed: one value or a low–high range."""
+        if self.low == self.high:
+            return f"{self.low:g}"
+        return f"{self.low:g}–{self.high:g}"
+
+
+UNET_PAPER = "https://arxiv.org/abs/1505.04597 (Ronneberger et al., MICCAI 2015, Table 1)"
+UNET_TEST = "ISBI 2012 challenge test volume (labels withheld); ours: held-out training slices"
+DELFT = (
+    "https://medium.com/@djangobrunink/the-road-to-u-net-reproduction-9dfcb80ea8dd "
+    "(TU Delft reproduction, reproducedpapers.org, 2020)"
+)
+DELFT_TEST = "their own held-out ISBI 2012 training slices; ours: slices of params split.test"
+SHENZHEN = "the Shenzhen lung study that unet_andersen reproduces (numbers as in DESIGN.md)"
+SHENZHEN_TEST = "their own Shenzhen split; ours: the seeded split of params split"
+
+#: The published references, in the order they are printed. The U-Net paper reports the ISBI
+#: 2012 challenge's scores on the challenge test volume, whose labels are not public, so no
+#: run here measures the same images; the TU Delft reproduction and the Shenzhen study used
+#: their own splits. "Best published" is the DESIGN.md target reference for Shenzhen Dice.
+REFERENCES: tuple[Reference, ...] = (
+    Reference(
+        "em", "isbi2012", "U-Net paper", "warping_error", 0.000353, 0.000353, UNET_TEST, UNET_PAPER
+    ),
+    Reference("em", "isbi2012", "U-Net paper", "rand_error", 0.0382, 0.0382, UNET_TEST, UNET_PAPER),
+    Reference(
+        "em", "isbi2012", "U-Net paper", "pixel_error", 0.0611, 0.0611, UNET_TEST, UNET_PAPER
+    ),
+    Reference(
+        "em", "isbi2012", "TU Delft reproduction", "pixel_error", 0.084, 0.098, DELFT_TEST, DELFT
+    ),
+    Reference("cxr", "shenzhen", "Shenzhen study", "iou", 0.897, 0.897, SHENZHEN_TEST, SHENZHEN),
+    Reference(
+        "cxr",
+        "shenzhen",
+        "best published Shenzhen lung Dice",
+        "dice",
+        0.963,
+        0.963,
+        "various splits of the Shenzhen set; ours: the seeded split of params split",
+        "DESIGN.md targets table (approximate, ≈ 0.963)",
+    ),
+)
+COMPARISON_COLUMNS = (
+    "dataset",
+    "model",
+    "metric",
+    "ours",
+    "reference",
+    "published",
+    "test set differs",
+    "source",
+)
+
+
+class ReportError(ValueError):
+    """A results folder that cannot be summarised; the message names the file."""
+
+
+def summary_row(folder: Path, params: dict) -> dict[str, Any]:
+    """The summary.csv row of one ``results/<dataset>/<model>`` folder."""
+    folder = Path(folder)
+    dataset, model = folder.parent.name, folder.name
+    metrics = _read_metrics(folder / "metrics.json")
+    try:
+        net, meta = load_model(folder / "model.pt")
+    except CheckpointError as exc:
+        raise ReportError(str(exc)) from exc
+    train = meta.get("train") or {}
+    kind = (params.get("dataset_defs", {}).get(dataset) or {}).get("kind")
+    kind = kind or (meta.get("dataset") or {}).get("kind") or ""
+    test = metrics.get("test") or {}
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "kind": kind,
+        "model": model,
+        "preset": params.get("preset", ""),
+        "n_test": int(metrics.get("n_test", 0)),
+    }
+    for name in HEADLINE:
+        row[f"test_{name}"] = _finite(test.get(name))
+    row["train_seconds"] = _finite(train.get("seconds"))
+    row["parameters"] = count_parameters(net)
+    row["device"] = str(train.get("device", ""))
+    return row
+
+
+def comparison_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run beside every reference of its dataset kind (ours empty where not computed)."""
+    rows = []
+    for run in summary:
+        for ref in REFERENCES:
+            if ref.kind != run["kind"]:
+                continue
+            rows.append(
+                {
+                    "dataset": run["dataset"],
+                    "model": run["model"],
+                    "metric": ref.metric,
+                    "ours": run.get(f"test_{ref.metric}"),
+                    "reference": ref.name,
+                    "published": ref.value,
+                    "test set differs": _differs(run["dataset"], ref),
+                    "source": ref.source,
+                }
+            )
+    return rows
+
+
+def _differs(dataset: str, ref: Reference) -> str:
+    """The "test set differs" mark: always yes here, with how."""
+    if dataset == ref.dataset:
+        return f"yes: {ref.test_set}"
+    return f"yes: ours on {dataset}, not {ref.dataset} (reference: {ref.test_set.split(';')[0]})"
+
+
+def summarize(results: list[Path], params: dict, out_csv: Path, out_md: Path) -> None:
+    """Write summary.csv and summary.md for the results folders `results`, in that order."""
+    summary = [summary_row(Path(folder), params) for folder in results]
+    table = pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
+    table["parameters"] = table["parameters"].astype("Int64")
+    table["n_test"] = table["n_test"].astype("Int64")
+    comparison = comparison_rows(summary)
+    preset = params.get("preset", "")
+    md = [
+        f"# unetflow results (preset `{preset}`)",
+        "",
+        "Test-split means over images (metrics.json `test.*`); – where a metric does not "
+        "apply or was not computed. Training time in seconds, parameters counted from the "
+        "checkpoint's model.",
+        "",
+        markdown_table(summary, SUMMARY_COLUMNS),
+        "",
+        "## Beside the published references",
+        "",
+        "The published numbers were measured on other test sets (see the last columns): read "
+        "them as orientation, not as a like-for-like ranking.",
+        "",
+        markdown_table(comparison, COMPARISON_COLUMNS),
+        "",
+    ]
+    write_text_atomic(Path(out_csv), table.to_csv(index=False))
+    write_text_atomic(Path(out_md), "\n".join(md))
+
+
+#: Decimals of float cells in summary.md (default 4): distances in pixels and seconds need fewer.
+DECIMALS = {"test_hd95": 2, "test_assd": 2, "train_seconds": 1}
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    """A GitHub-flavoured Markdown table; None is –, floats get :data:`DECIMALS` (default 4)."""
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
+    for row in rows:
+        cells = [_cell(row.get(column), DECIMALS.get(column, 4)) for column in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        lines.append("| " + " | ".join("–" for _ in columns) + " |")
+    return "\n".join(lines)
+
+
+def _cell(value: Any, decimals: int = 4) -> str:
+    """One Markdown cell: – for missing, `decimals` decimals (3 significant digits below
+    0.001, so 0.000353 stays readable) for floats, thousands separators for integers."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.{decimals}f}"
+    return str(value).replace("|", "\\|")
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float, or None when absent or not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json of the evaluate stage; errors name the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: not found; expected the evaluate stage's metrics") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "n_test" not in data:
+        raise ReportError(f"{path}: expected an object with n_test (and test, val sections)")
+    return data

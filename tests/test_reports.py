@@ -1,0 +1,153 @@
+"""summarize: summary.csv / summary.md from fake results folders with small real checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from unetflow.checkpoints import save_model
+from unetflow.models import MeanMask, UNet
+from unetflow.reports import (
+    REFERENCES,
+    SUMMARY_COLUMNS,
+    ReportError,
+    comparison_rows,
+    markdown_table,
+    summarize,
+)
+
+ARCH = {"padding": "same", "width": 4, "depth": 2, "norm": "batch", "up": "transposed"}
+ARCH.update(dropout=0.0, init="he")
+PARAMS = {
+    "preset": "quick",
+    "dataset_defs": {"synth_em": {"kind": "em"}, "synth_cxr": {"kind": "cxr"}},
+}
+EM_METRICS = {
+    "n_val": 2,
+    "n_test": 3,
+    "test": {"dice": 0.91, "iou": 0.84, "pixel_error": 0.072, "vrand": 0.93, "vinfo": 0.95,
+             "rand_error": 0.065, "hd95": 7.5, "assd": 1.25, "dice_std": 0.01},
+    "val": {"dice": 0.9},
+}  # fmt: skip
+CXR_METRICS = {
+    "n_val": 4,
+    "n_test": 4,
+    "test": {"dice": 0.8, "iou": 0.7, "pixel_error": 0.15, "hd95": 40.0, "assd": 12.0},
+    "val": {"dice": 0.81},
+}
+
+
+def meta(kind: str, model_cfg: dict, seconds: float, device: str) -> dict:
+    return {
+        "model": model_cfg,
+        "dataset": {"name": "x", "kind": kind, "preprocess": {}},
+        "normalisation": {"mean": 0.0, "std": 1.0},
+        "tile": 32,
+        "train": {"seconds": seconds, "device": device, "epochs": 2},
+    }
+
+
+def make_results(root: Path) -> tuple[list[Path], int]:
+    """Two results folders (EM U-Net, CXR mean mask); returns them and the U-Net's size."""
+    em = root / "results" / "synth_em" / "unet_modern"
+    cxr = root / "results" / "synth_cxr" / "baseline_mean"
+    for folder, metrics in ((em, EM_METRICS), (cxr, CXR_METRICS)):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text(json.dumps(metrics))
+    torch.manual_seed(0)
+    unet = UNet(out_channels=1, **ARCH)
+    save_model(
+        em / "model.pt",
+        unet,
+        meta("em", {"kind": "unet", **ARCH, "out_channels": 1}, 12.5, "cuda:0"),
+    )
+    mean = MeanMask(torch.full((8, 8), 0.25))
+    cxr_meta = meta("cxr", {"kind": "mean_mask", "out_channels": 1}, 0.5, "cpu")
+    save_model(cxr / "model.pt", mean, {**cxr_meta, "mean_mask_shape": [8, 8]})
+    return [em, cxr], sum(p.numel() for p in unet.parameters())
+
+
+def test_summary_rows_and_markdown(tmp_path):
+    folders, n_params = make_results(tmp_path)
+    out_csv, out_md = tmp_path / "results" / "summary.csv", tmp_path / "results" / "summary.md"
+    summarize(folders, PARAMS, out_csv, out_md)
+
+    table = pd.read_csv(out_csv)
+    assert list(table.columns) == list(SUMMARY_COLUMNS)
+    assert list(table["dataset"]) == ["synth_em", "synth_cxr"]
+    assert list(table["model"]) == ["unet_modern", "baseline_mean"]
+    assert list(table["kind"]) == ["em", "cxr"]
+    assert list(table["preset"]) == ["quick", "quick"]
+    assert list(table["n_test"]) == [3, 4]
+    em, cxr = table.iloc[0], table.iloc[1]
+    for name in ("dice", "iou", "pixel_error", "vrand", "vinfo", "rand_error", "hd95", "assd"):
+        assert em[f"test_{name}"] == pytest.approx(EM_METRICS["test"][name])
+    assert cxr["test_dice"] == 0.8 and cxr["test_hd95"] == 40.0
+    assert pd.isna(cxr["test_vrand"]) and pd.isna(cxr["test_rand_error"])
+    assert list(table["train_seconds"]) == [12.5, 0.5]
+    assert n_params > 1000
+    assert list(table["parameters"]) == [n_params, 0]  # the mean mask is a buffer, not trained
+    assert list(table["device"]) == ["cuda:0", "cpu"]
+
+    md = out_md.read_text()
+    lines = md.splitlines()
+    assert lines[0] == "# unetflow results (preset `quick`)"
+    em_line = next(line for line in lines if line.startswith("| synth_em | em | unet_modern"))
+    assert "| 0.9100 | 0.8400 | 0.0720 | 0.9300 | 0.9500 | 0.0650 | 7.50 | 1.25 | 12.5 |" in em_line
+    assert f"| {n_params:,} | cuda:0 |" in em_line
+    cxr_line = next(line for line in lines if line.startswith("| synth_cxr | cxr | baseline"))
+    assert "| 0.1500 | – | – | – | 40.00 | 12.00 | 0.5 | 0 | cpu |" in cxr_line
+
+    comparison = md.split("## Beside the published references")[1]
+    rows = [line for line in comparison.splitlines() if line.startswith("| synth_")]
+    em_refs = [r for r in REFERENCES if r.kind == "em"]
+    cxr_refs = [r for r in REFERENCES if r.kind == "cxr"]
+    assert len(rows) == len(em_refs) + len(cxr_refs) == 6
+    assert "| synth_em | unet_modern | warping_error | – | U-Net paper | 0.000353 |" in md
+    assert "| synth_em | unet_modern | rand_error | 0.0650 | U-Net paper | 0.0382 |" in md
+    assert "| synth_em | unet_modern | pixel_error | 0.0720 | U-Net paper | 0.0611 |" in md
+    assert "| pixel_error | 0.0720 | TU Delft reproduction | 0.084–0.098 |" in md
+    assert "| synth_cxr | baseline_mean | iou | 0.7000 | Shenzhen study | 0.897 |" in md
+    assert all("| yes: ours on synth_" in row for row in rows)
+    assert "| yes: ours on synth_em, not isbi2012 (reference: ISBI 2012 challenge test" in md
+    assert "arxiv.org/abs/1505.04597" in md
+
+
+def test_missing_metrics_or_checkpoint_name_the_file(tmp_path):
+    folders, _ = make_results(tmp_path)
+    (folders[1] / "metrics.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"baseline_mean/metrics\.json: not valid JSON"):
+        summarize(folders, PARAMS, tmp_path / "s.csv", tmp_path / "s.md")
+    (folders[1] / "metrics.json").write_text(json.dumps(CXR_METRICS))
+    (folders[0] / "model.pt").unlink()
+    with pytest.raises(ReportError, match=r"unet_modern/model\.pt: not found"):
+        summarize(folders, PARAMS, tmp_path / "s.csv", tmp_path / "s.md")
+    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "s.md").exists()
+
+
+def test_markdown_table_cells():
+    rows = [{"a": 0.000353, "b": None, "c": 1234567, "d": "x|y", "e": float("nan")}]
+    text = markdown_table(rows, ("a", "b", "c", "d", "e"))
+    assert text.splitlines() == [
+        "| a | b | c | d | e |",
+        "|---|---|---|---|---|",
+        "| 0.000353 | – | 1,234,567 | x\\|y | – |",
+    ]
+    assert markdown_table([], ("a",)).splitlines()[-1] == "| – |"
+
+
+def test_comparison_rows_on_the_reference_dataset():
+    run = {"dataset": "isbi2012", "model": "unet_paper", "kind": "em", "test_pixel_error": 0.05}
+    rows = comparison_rows([run])
+    assert [(r["reference"], r["metric"], r["ours"]) for r in rows] == [
+        ("U-Net paper", "warping_error", None),
+        ("U-Net paper", "rand_error", None),
+        ("U-Net paper", "pixel_error", 0.05),
+        ("TU Delft reproduction", "pixel_error", 0.05),
+    ]
+    assert rows[0]["test set differs"].startswith("yes: ISBI 2012 challenge test volume")
+    assert comparison_rows([{**run, "kind": "cxr"}])[0]["reference"] == "Shenzhen study"
