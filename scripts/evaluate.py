@@ -33,7 +33,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     for split in ("val", "test"):
         if split in summary:
-            scores = ", ".join(f"{k} {v:.4f}" for k, v in summary[split].items() if "_" not in k)
+            means = {k: v for k, v in summary[split].items() if not k.endswith("_std")}
+            scores = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             print(f"evaluate {args.dataset} {split} (n={summary[f'n_{split}']}): {scores}")
 
 
