@@ -116,6 +116,25 @@ def test_a_param_change_reruns_the_same_stages_in_both(engines):
         params_file.write_text(original)
 
 
+def test_metrics_and_params_diff_name_only_the_affected_experiments(engines):
+    """Commit, change one model's param, repro: the diffs name only that model's results."""
+    project = engines["snakemake"]
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "a complete run"], project)
+    params_file = project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["model_defs"]["unet_modern"]["train"]["lr"] = 0.01
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["dvc", "repro"], project)
+    changed_params = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
+    assert list(changed_params) == ["params.yaml"]
+    assert list(changed_params["params.yaml"]) == ["model_defs.unet_modern.train.lr"]
+    changed_metrics = set(json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout))
+    evaluated = {f"results/{name}/unet_modern/metrics.json" for name in DATASETS}
+    assert evaluated <= changed_metrics, changed_metrics
+    assert all("/unet_modern/" in path for path in changed_metrics), changed_metrics
+
+
 def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(engines):
     """The command-line contract: `dvc exp run -S preset=... -S 'datasets=[...]' -S models=...`."""
     project = engines["dvc"]
