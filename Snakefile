@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "params.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
@@ -23,3 +26,4 @@ rule all:
             dataset=config["datasets"],
             model=config["models"],
         ),
+        summary="results/summary.md",

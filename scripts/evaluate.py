@@ -1,5 +1,5 @@
 """evaluate stage: per-image and aggregated metrics (metrics.json, per_image.csv) and figures
-for the val and test predictions of one dataset x model."""
+for the val and test predictions of one dataset x model, and the run's row of the summary."""
 
 from __future__ import annotations
 
@@ -8,19 +8,24 @@ from pathlib import Path
 
 from unetflow.cli import dataset_config, run_stage, stage_parser
 from unetflow.evaluation import evaluate
+from unetflow.reports import summary_row, write_row
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments and evaluate."""
     parser = stage_parser(__doc__)
+    parser.add_argument("--preset", required=True, help="the preset the run was made with")
+    parser.add_argument("--model", required=True, help="a name under model_defs")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the run's model.pt")
     parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
     parser.add_argument("--predictions", type=Path, required=True, help="infer's predictions/")
     parser.add_argument("--live", type=Path, required=True, help="the training's DVCLive folder")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--per-image", type=Path, required=True, help="per_image.csv to write")
     parser.add_argument("--figures", type=Path, required=True, help="figures folder to write")
+    parser.add_argument("--row", type=Path, required=True, help="the summary row to write")
     args = parser.parse_args(argv)
-    _, dataset = dataset_config(args.params, args.dataset, preset=None)
+    _, dataset = dataset_config(args.params, args.dataset, preset=args.preset)
     summary = evaluate(
         dataset=args.dataset,
         kind=dataset["kind"],
@@ -36,6 +41,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             means = {k: v for k, v in summary[split].items() if not k.endswith("_std")}
             scores = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             print(f"evaluate {args.dataset} {split} (n={summary[f'n_{split}']}): {scores}")
+    row = summary_row(
+        args.metrics,
+        args.checkpoint,
+        dataset=args.dataset,
+        model=args.model,
+        kind=dataset["kind"],
+        preset=args.preset,
+    )
+    write_row(args.row, row)
 
 
 if __name__ == "__main__":

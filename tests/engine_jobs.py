@@ -77,7 +77,8 @@ def _snakemake_main(project: Path, config: dict[str, Any]) -> None:
         for job in workflow.dag.jobs:
             if job.rule.name == "all":
                 continue
-            name = job.rule.name + "@" + "-".join(str(v) for v in job.wildcards)
+            values = "-".join(str(v) for v in job.wildcards)
+            name = f"{job.rule.name}@{values}" if values else job.rule.name
             log = " ".join(str(f) for f in job.log)
             cmd = job.shellcmd
             suffix = LOG_REDIRECT.replace("{log}", log)

@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -77,6 +78,52 @@ def test_both_engines_produce_identical_outputs(engines):
     predictions = engines["dvc"] / "results/isbi2012/unet_modern/predictions"
     assert len(list((predictions / "masks").glob("*.png"))) == 5 + 5 + 30  # val, test, predict
     assert (predictions / "isbi_submission.tif").is_file()
+
+
+def test_summary_has_one_row_per_run_with_its_metrics(engines):
+    project = engines["dvc"]
+    summary = pd.read_csv(project / "results/summary.csv")
+    runs = [(d, m) for d in DATASETS for m in MODELS]
+    assert list(zip(summary["dataset"], summary["model"], strict=True)) == runs
+    assert set(summary["preset"]) == {"tiny"} and set(summary["kind"]) == {"em"}
+    for _, row in summary.iterrows():
+        metrics = json.loads(
+            (project / "results" / row["dataset"] / row["model"] / "metrics.json").read_text()
+        )
+        assert row["n_test"] == metrics["n_test"]
+        assert row["test_dice"] == pytest.approx(metrics["test"]["dice"])
+        assert row["test_vrand"] == pytest.approx(metrics["test"]["vrand"])
+    assert (summary["train_seconds"] > 0).all()
+    assert summary.set_index("model").loc["baseline_mean", "parameters"].tolist() == [0, 0]
+    timeless = [  # training times differ between the two runs; nothing else may
+        pd.read_csv(engines[e] / "results/summary.csv").drop(columns="train_seconds")
+        for e in engines
+    ]
+    pd.testing.assert_frame_equal(*timeless)
+    md = (project / "results/summary.md").read_text()
+    assert "## Beside the published references" in md
+    assert "| isbi2012 | unet_modern | pixel_error |" in md
+
+
+def test_snakemake_report_holds_the_summary_and_every_run_figure(engines):
+    project = engines["snakemake"]
+    run(["snakemake", "--report", "report.html"], project)
+    html = (project / "report.html").read_text()
+    assert "summary.csv" in html and "Beside" not in html
+    for name in DATASETS:
+        for model in MODELS:
+            for figure in ("panels.png", "learning_curves.png"):
+                assert f"results/{name}/{model}/figures/{figure}" in html, (name, model, figure)
+
+
+def test_dvc_plots_show_the_learning_curves(engines):
+    project = engines["dvc"]
+    shown = json.loads(run(["dvc", "plots", "show", "--json", "--split"], project).stdout)
+    for name in DATASETS:
+        for model in MODELS:
+            curve = f"results/{name}/{model}/dvclive/plots/metrics/val/dice.tsv"
+            [plot] = shown["data"][curve]
+            assert plot["type"] == "vega" and plot["revisions"] == ["workspace"], curve
 
 
 def test_dvc_commit_adopts_a_snakemake_run(engines):
@@ -158,9 +205,10 @@ def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(en
         "augment@synth_em",
         "train@synth_em-baseline_mean",
         "infer@synth_em-baseline_mean",
+        "evaluate@synth_em-baseline_mean",  # the summary row names the preset
+        "summarize",
     }
-    # evaluate reruns only if the predictions or curves changed (DVC skips identical deps)
-    assert required <= ran <= required | {"evaluate@synth_em-baseline_mean"}, out.stdout
+    assert ran == required, out.stdout
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["preset"] == "tiny_b" and params["datasets"] == ["synth_em"]
     assert "Data and pipelines are up to date" in run(["dvc", "status"], project).stdout

@@ -17,15 +17,16 @@ from unetflow.reports import (
     ReportError,
     comparison_rows,
     markdown_table,
+    read_row,
+    row_path,
     summarize,
+    summary_row,
+    write_row,
 )
 
 ARCH = {"padding": "same", "width": 4, "depth": 2, "norm": "batch", "up": "transposed"}
 ARCH.update(dropout=0.0, init="he")
-PARAMS = {
-    "preset": "quick",
-    "dataset_defs": {"synth_em": {"kind": "em"}, "synth_cxr": {"kind": "cxr"}},
-}
+KINDS = {"synth_em": "em", "synth_cxr": "cxr"}
 EM_METRICS = {
     "n_val": 2,
     "n_test": 3,
@@ -71,10 +72,31 @@ def make_results(root: Path) -> tuple[list[Path], int]:
     return [em, cxr], sum(p.numel() for p in unet.parameters())
 
 
+def rows_of(folders: list[Path], preset: str = "quick") -> list[dict]:
+    """The summary rows of results folders, as the evaluate stage computes them."""
+    return [
+        summary_row(
+            folder / "metrics.json",
+            folder / "model.pt",
+            dataset=folder.parent.name,
+            model=folder.name,
+            kind=KINDS[folder.parent.name],
+            preset=preset,
+        )
+        for folder in folders
+    ]
+
+
 def test_summary_rows_and_markdown(tmp_path):
     folders, n_params = make_results(tmp_path)
     out_csv, out_md = tmp_path / "results" / "summary.csv", tmp_path / "results" / "summary.md"
-    summarize(folders, PARAMS, out_csv, out_md)
+    rows = rows_of(folders)
+    for row in rows:  # the round trip through results/rows/ keeps every value
+        path = row_path(tmp_path / "results" / "rows", row["dataset"], row["model"])
+        write_row(path, row)
+        assert read_row(path) == row
+    assert row_path(tmp_path, "synth_em", "unet_modern") == tmp_path / "synth_em/unet_modern.json"
+    summarize(rows, out_csv, out_md)
 
     table = pd.read_csv(out_csv)
     assert list(table.columns) == list(SUMMARY_COLUMNS)
@@ -117,16 +139,33 @@ def test_summary_rows_and_markdown(tmp_path):
     assert "arxiv.org/abs/1505.04597" in md
 
 
-def test_missing_metrics_or_checkpoint_name_the_file(tmp_path):
+def test_missing_metrics_checkpoint_or_row_name_the_file(tmp_path):
     folders, _ = make_results(tmp_path)
     (folders[1] / "metrics.json").write_text("{not json")
     with pytest.raises(ReportError, match=r"baseline_mean/metrics\.json: not valid JSON"):
-        summarize(folders, PARAMS, tmp_path / "s.csv", tmp_path / "s.md")
+        rows_of(folders)
+    (folders[1] / "metrics.json").write_text(json.dumps({"test": {}}))
+    with pytest.raises(ReportError, match=r"baseline_mean/metrics\.json: expected an object"):
+        rows_of(folders)
     (folders[1] / "metrics.json").write_text(json.dumps(CXR_METRICS))
     (folders[0] / "model.pt").unlink()
     with pytest.raises(ReportError, match=r"unet_modern/model\.pt: not found"):
-        summarize(folders, PARAMS, tmp_path / "s.csv", tmp_path / "s.md")
-    assert not (tmp_path / "s.csv").exists() and not (tmp_path / "s.md").exists()
+        rows_of(folders)
+    with pytest.raises(ReportError, match=r"rows/a/b\.json: not found; expected the summary row"):
+        read_row(row_path(tmp_path / "rows", "a", "b"))
+    bad = row_path(tmp_path / "rows", "a", "c")
+    write_row(bad, {"dataset": "a"})
+    with pytest.raises(ReportError, match=r"rows/a/c\.json: expected a summary row with the keys"):
+        read_row(bad)
+
+
+def test_summary_of_several_presets_names_them(tmp_path):
+    folders, _ = make_results(tmp_path)
+    rows = rows_of(folders[:1], "quick") + rows_of(folders[1:], "full")
+    summarize(rows, tmp_path / "s.csv", tmp_path / "s.md")
+    assert (tmp_path / "s.md").read_text().splitlines()[0] == (
+        "# unetflow results (preset `full`, `quick`)"
+    )
 
 
 def test_markdown_table_cells():

@@ -27,6 +27,7 @@ TORCH_ERRORS = (
     ("unetflow.checkpoints", "CheckpointError"),
     ("unetflow.inference", "InferenceError"),
     ("unetflow.training", "TrainingError"),
+    ("unetflow.reports", "ReportError"),
 )
 
 

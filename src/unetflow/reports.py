@@ -1,11 +1,13 @@
 """The summarize stage: one table of every dataset × model run, and our numbers beside the
 published references.
 
-``summary.csv`` has one row per results folder ``results/<dataset>/<model>/`` with the
-columns :data:`SUMMARY_COLUMNS`: the run's names and preset, the test-set headline metrics
-of its ``metrics.json`` (empty where a metric does not apply, such as V_Rand for CXR, or
-where the test split is empty), the training time, parameter count and device from its
-``model.pt``. ``summary.md`` shows the same table and a second one that pairs each run with
+``summary.csv`` has one row per run (dataset × model) with the columns
+:data:`SUMMARY_COLUMNS`: the run's names and preset, the test-set headline metrics of its
+``metrics.json`` (empty where a metric does not apply, such as V_Rand for CXR, or where the
+test split is empty), the training time, parameter count and device from its ``model.pt``.
+The evaluate stage writes each run's row (:func:`summary_row`, :func:`write_row`) to
+``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
+``summary.md`` shows the same table and a second one that pairs each run with
 every reference of :data:`REFERENCES` for its dataset kind, with the source and whether the
 test sets differ (they always do here; the column says how).
 """
@@ -110,27 +112,25 @@ COMPARISON_COLUMNS = (
 
 
 class ReportError(ValueError):
-    """A results folder that cannot be summarised; the message names the file."""
+    """A run that cannot be summarised; the message names the file."""
 
 
-def summary_row(folder: Path, params: dict) -> dict[str, Any]:
-    """The summary.csv row of one ``results/<dataset>/<model>`` folder."""
-    folder = Path(folder)
-    dataset, model = folder.parent.name, folder.name
-    metrics = _read_metrics(folder / "metrics.json")
+def summary_row(
+    metrics_path: Path, checkpoint: Path, *, dataset: str, model: str, kind: str, preset: str
+) -> dict[str, Any]:
+    """The summary.csv row of one run, from its metrics.json and its model.pt."""
+    metrics = _read_metrics(Path(metrics_path))
     try:
-        net, meta = load_model(folder / "model.pt")
+        net, meta = load_model(Path(checkpoint))
     except CheckpointError as exc:
         raise ReportError(str(exc)) from exc
     train = meta.get("train") or {}
-    kind = (params.get("dataset_defs", {}).get(dataset) or {}).get("kind")
-    kind = kind or (meta.get("dataset") or {}).get("kind") or ""
     test = metrics.get("test") or {}
     row: dict[str, Any] = {
         "dataset": dataset,
         "kind": kind,
         "model": model,
-        "preset": params.get("preset", ""),
+        "preset": preset,
         "n_test": int(metrics.get("n_test", 0)),
     }
     for name in HEADLINE:
@@ -138,6 +138,37 @@ def summary_row(folder: Path, params: dict) -> dict[str, Any]:
     row["train_seconds"] = _finite(train.get("seconds"))
     row["parameters"] = count_parameters(net)
     row["device"] = str(train.get("device", ""))
+    return row
+
+
+def row_path(rows_dir: Path, dataset: str, model: str) -> Path:
+    """Where the evaluate stage leaves the summary row of a run: ``<rows>/<dataset>/<model>.json``.
+
+    One folder of rows lets DVC's summarize stage depend on every run through a single path
+    (dvc.yaml cannot list the datasets × models files, and cannot depend on ``results/``
+    while writing ``results/summary.csv`` inside it)."""
+    return Path(rows_dir) / dataset / f"{model}.json"
+
+
+def write_row(path: Path, row: dict[str, Any]) -> None:
+    """Write a summary row as JSON, atomically."""
+    write_text_atomic(Path(path), json.dumps(row, indent=2) + "\n")
+
+
+def read_row(path: Path) -> dict[str, Any]:
+    """A summary row written by :func:`write_row`; errors name the file."""
+    path = Path(path)
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(
+            f"{path}: not found; expected the summary row that the evaluate stage writes"
+        ) from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
+    missing = [c for c in SUMMARY_COLUMNS if not isinstance(row, dict) or c not in row]
+    if missing:
+        raise ReportError(f"{path}: expected a summary row with the keys {missing}")
     return row
 
 
@@ -170,16 +201,15 @@ def _differs(dataset: str, ref: Reference) -> str:
     return f"yes: ours on {dataset}, not {ref.dataset} (reference: {ref.test_set.split(';')[0]})"
 
 
-def summarize(results: list[Path], params: dict, out_csv: Path, out_md: Path) -> None:
-    """Write summary.csv and summary.md for the results folders `results`, in that order."""
-    summary = [summary_row(Path(folder), params) for folder in results]
+def summarize(summary: list[dict[str, Any]], out_csv: Path, out_md: Path) -> None:
+    """Write summary.csv and summary.md for the summary rows `summary`, in that order."""
     table = pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
     table["parameters"] = table["parameters"].astype("Int64")
     table["n_test"] = table["n_test"].astype("Int64")
     comparison = comparison_rows(summary)
-    preset = params.get("preset", "")
+    presets = sorted({str(row["preset"]) for row in summary})
     md = [
-        f"# unetflow results (preset `{preset}`)",
+        f"# unetflow results (preset {', '.join(f'`{p}`' for p in presets) or '–'})",
         "",
         "Test-split means over images (metrics.json `test.*`); – where a metric does not "
         "apply or was not computed. Training time in seconds, parameters counted from the "

@@ -22,3 +22,8 @@ def tracked(stage):
 def live_dir(wildcards, input):
     """The DVCLive folder of a training run, from its plots folder (dvclive/plots/metrics)."""
     return str(Path(input.curves).parent.parent)
+
+
+def rows_dir(wildcards, input):
+    """The folder of summary rows (results/rows), from the row files <rows>/<dataset>/<model>.json."""
+    return str(Path(input.rows[0]).parent.parent)

@@ -1,0 +1,31 @@
+"""summarize stage: results/summary.csv and results/summary.md, one row per dataset x model
+(the rows the evaluate stage wrote) and our numbers beside the published references."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.cli import run_stage
+from unetflow.params import load_params
+from unetflow.reports import read_row, row_path, summarize
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and summarise every run of `datasets` x `models` in params.yaml."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
+    parser.add_argument("--rows", type=Path, required=True, help="results/rows")
+    parser.add_argument("--csv", type=Path, required=True, help="summary.csv to write")
+    parser.add_argument("--md", type=Path, required=True, help="summary.md to write")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    runs = [(d, m) for d in params["datasets"] for m in params["models"]]
+    rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
+    summarize(rows, args.csv, args.md)
+    print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
