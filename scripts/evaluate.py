@@ -23,6 +23,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--per-image", type=Path, required=True, help="per_image.csv to write")
     parser.add_argument("--figures", type=Path, required=True, help="figures folder to write")
+    parser.add_argument("--subgroups", type=Path, required=True, help="subgroups.csv to write")
     parser.add_argument("--row", type=Path, required=True, help="the summary row to write")
     args = parser.parse_args(argv)
     _, dataset = dataset_config(args.params, args.dataset, preset=args.preset)
@@ -35,6 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         out_per_image=args.per_image,
         out_figures=args.figures,
         live_dir=args.live,
+        out_subgroups=args.subgroups,
     )
     for split in ("val", "test"):
         if split in summary:
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         model=args.model,
         kind=dataset["kind"],
         preset=args.preset,
+        subgroups=args.subgroups,
     )
     write_row(args.row, row)
 

@@ -134,17 +134,25 @@ def test_em_per_image_values_and_aggregates(tmp_path):
 
 def test_cxr_has_no_rand_scores_and_keeps_metadata(tmp_path):
     meta = {
-        "sex": ["Male", "Female", "Female", "Male", "Male"],
+        "sex": ["male", "female", "female", "male", "male"],
         "age": [45, 30, 61, 22, 50],
         "finding": ["normal", "abnormal", "normal", "abnormal", "normal"],
     }
     folders = make_folders(tmp_path, meta)
-    summary = run(tmp_path, "cxr", folders=folders)
+    out_subgroups = tmp_path / "out" / "subgroups.csv"
+    summary = run(tmp_path, "cxr", True, folders=folders, out_subgroups=out_subgroups)
     table = pd.read_csv(tmp_path / "out" / "per_image.csv")
     columns = ["id", "split", "index", "height", "width", "sex", "age", "finding"]
     assert list(table.columns) == [*columns, *COMMON_METRICS]
-    assert list(table["sex"]) == ["Male", "Female", "Female", "Male"]
+    assert list(table["sex"]) == ["male", "female", "female", "male"]
     assert list(table["age"]) == [45, 30, 61, 22]
+    groups = pd.read_csv(out_subgroups).set_index(["grouping", "group"])
+    test = table[table["split"] == "test"]
+    assert groups.loc[("all", "all"), "n"] == len(test) == 2
+    assert groups.loc[("all", "all"), "iou"] == pytest.approx(test["iou"].mean())
+    assert groups.loc[("sex", "female"), "n"] == 1 and groups.loc[("age", "≥60"), "n"] == 1
+    figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
+    assert figures == ["iou_by_age.png", "learning_curves.png", "panels.png"]
     assert set(summary["test"]) == {k for n in COMMON_METRICS for k in (n, f"{n}_std")}
     assert "vrand" not in summary["val"]
     assert summary["test"]["dice"] == pytest.approx(0.4375)

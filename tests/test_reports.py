@@ -23,6 +23,7 @@ from unetflow.reports import (
     summary_row,
     write_row,
 )
+from unetflow.subgroups import subgroup_table
 
 ARCH = {"padding": "same", "width": 4, "depth": 2, "norm": "batch", "up": "transposed"}
 ARCH.update(dropout=0.0, init="he")
@@ -190,3 +191,65 @@ def test_comparison_rows_on_the_reference_dataset():
     ]
     assert rows[0]["test set differs"].startswith("yes: ISBI 2012 challenge test volume")
     assert comparison_rows([{**run, "kind": "cxr"}])[0]["reference"] == "Shenzhen study"
+
+
+def hand_row(model: str, dice: float, iou: float, hd95: float, assd: float, **extra) -> dict:
+    """A summary row of a synth_cxr run, as read from results/rows/."""
+    row = dict.fromkeys(SUMMARY_COLUMNS)
+    row.update(dataset="synth_cxr", kind="cxr", model=model, preset="quick", n_test=4)
+    row.update(test_dice=dice, test_iou=iou, test_hd95=hd95, test_assd=assd, **extra)
+    return row
+
+
+def test_baseline_and_subgroup_sections(tmp_path):
+    per_image = pd.DataFrame(
+        [
+            ("a", "test", "female", 19, "normal", 0.9, 0.8, 4.0, 1.0),
+            ("b", "test", "male", 25, "normal", 0.95, 0.9, 2.0, 0.5),
+            ("c", "test", "male", 47, "normal", 0.95, 0.9, 2.0, 0.5),
+            ("d", "test", "male", 61, "abnormal", 0.7, 0.5, 30.0, 6.0),
+        ],
+        columns=["id", "split", "sex", "age", "finding", "dice", "iou", "hd95", "assd"],
+    )
+    csv = tmp_path / "subgroups.csv"
+    subgroup_table(per_image).to_csv(csv, index=False)
+    folders, _ = make_results(tmp_path)
+    [row] = rows_of(folders[1:])  # the synth_cxr baseline folder, with subgroups.csv
+    with_groups = summary_row(
+        folders[1] / "metrics.json",
+        folders[1] / "model.pt",
+        dataset="synth_cxr",
+        model="unet_modern",
+        kind="cxr",
+        preset="quick",
+        subgroups=csv,
+    )
+    groups = {(g["grouping"], g["group"]): g for g in with_groups["subgroups"]}
+    assert groups["age", "30–39"]["iou"] is None  # empty group: None, never NaN, in the row
+    write_row(tmp_path / "row.json", with_groups)
+    assert read_row(tmp_path / "row.json")["subgroups"] == with_groups["subgroups"]
+
+    model = {**with_groups, **hand_row("unet_modern", 0.9, 0.8, 5.0, 1.5)}
+    baseline = hand_row("baseline_mean", 0.8, 0.7, 40.0, 12.0)
+    summarize([model, baseline], tmp_path / "s.csv", tmp_path / "s.md")
+    md = (tmp_path / "s.md").read_text()
+    baseline_part = md.split("## Against the mean-mask baseline")[1].split("##")[0]
+    assert (
+        "| synth_cxr | unet_modern | 0.9000 | 0.1000 | 0.8000 | 0.1000 | 5.00 | -35.00 "
+        "| 1.50 | -10.50 |"
+    ) in baseline_part
+    assert "baseline_mean |" not in baseline_part  # the baseline is not compared to itself
+    table3 = md.split("## synth_cxr / unet_modern: test IoU by sex × finding")[1]
+    assert "| female | 0.8000 (1) | – (0) | 0.8000 (1) |" in table3
+    assert "| male | 0.9000 (2) | 0.5000 (1) | 0.7667 (3) |" in table3
+    assert "| all | 0.8667 (3) | 0.5000 (1) | 0.7750 (4) |" in table3
+    assert "| 20–29 | 1 | 0.9500 | 0.9000 | 2.00 | 0.50 |" in table3
+    assert "| 30–39 | 0 | – | – | – | – |" in table3
+    assert "baseline_mean: test IoU" not in md  # no subgroups recorded for it
+    assert row.get("subgroups") is None
+
+
+def test_no_baseline_section_without_the_baseline(tmp_path):
+    summarize([hand_row("unet_modern", 0.9, 0.8, 5.0, 1.5)], tmp_path / "s.csv", tmp_path / "s.md")
+    md = (tmp_path / "s.md").read_text()
+    assert "mean-mask baseline" not in md and "by sex × finding" not in md

@@ -29,7 +29,10 @@ Outputs:
   Dice (ties broken by id); ``learning_curves.png``, one axis per DVCLive
   ``plots/metrics/**/*.tsv`` curve of the training run. Both files are always written, with
   a short notice in place of the plot when there are no test images or no curves, so that
-  workflow engines can declare them as outputs.
+  workflow engines can declare them as outputs. Where split.csv gives ages (CXR),
+  ``iou_by_age.png`` plots each age group's size against its mean IoU.
+- ``subgroups.csv`` (optional): the test split's means by sex, finding, sex × finding and age
+  group, see :mod:`unetflow.subgroups`.
 
 Metric definitions and their empty-mask conventions are those of :mod:`unetflow.metrics`;
 for EM, V_Rand, V_Info and the Rand error come from the *membrane* probability
@@ -54,6 +57,7 @@ from unetflow.datasets import DataError, read_split
 from unetflow.images import ImageError, read_float_tiff, read_gray, read_processed_image
 from unetflow.outputs import staged_dir
 from unetflow.progress import progress
+from unetflow.subgroups import age_figure, subgroup_table
 
 EVAL_SPLITS = ("val", "test")
 COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
@@ -138,10 +142,12 @@ def evaluate(
     out_per_image: Path,
     out_figures: Path | None = None,
     live_dir: Path | None = None,
+    out_subgroups: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predictions of one dataset × model; write per_image.csv, metrics.json and,
-    when `out_figures` is given, the figures (see the module docstring). Returns the
-    metrics.json content. `live_dir` is the DVCLive folder of the training run (default:
+    when `out_figures` is given, the figures, and when `out_subgroups` is given, the test
+    split's subgroups.csv (:mod:`unetflow.subgroups`). Returns the metrics.json content.
+    `live_dir` is the DVCLive folder of the training run (default:
     ``<predictions>/../dvclive``), read for the learning curves only."""
     names = metric_names(kind)
     columns = per_image_names(kind)
@@ -165,12 +171,14 @@ def evaluate(
         [rows[["id", "split", *metadata]], pd.DataFrame(records, columns=list(columns))], axis=1
     )
     summary = aggregate(table, names)
+    groups = subgroup_table(table)
 
     if out_figures is not None:
         live = Path(live_dir) if live_dir is not None else predictions.parent / "dvclive"
-        write_figures(
-            Path(out_figures), processed, predictions, table[table["split"] == "test"], live
-        )
+        test = table[table["split"] == "test"]
+        write_figures(Path(out_figures), processed, predictions, test, live, groups)
+    if out_subgroups is not None:
+        write_text_atomic(Path(out_subgroups), groups.to_csv(index=False))
     write_text_atomic(Path(out_per_image), table.to_csv(index=False))
     write_text_atomic(Path(out_metrics), json.dumps(summary, indent=2) + "\n")
     return summary
@@ -257,12 +265,21 @@ def _display_range(image: np.ndarray) -> np.ndarray:
 
 
 def write_figures(
-    out: Path, processed: Path, predictions: Path, test: pd.DataFrame, live_dir: Path
+    out: Path,
+    processed: Path,
+    predictions: Path,
+    test: pd.DataFrame,
+    live_dir: Path,
+    subgroups: pd.DataFrame | None = None,
 ) -> None:
-    """Write ``panels.png`` and ``learning_curves.png`` into the folder `out`, atomically."""
+    """Write ``panels.png``, ``learning_curves.png`` and, where the images have ages,
+    ``iou_by_age.png`` (group size against IoU) into the folder `out`, atomically."""
     with staged_dir(out) as work:
         panels_figure(processed, predictions, test).savefig(work / "panels.png", dpi=100)
         curves_figure(live_dir).savefig(work / "learning_curves.png", dpi=100)
+        ages = age_figure(subgroups) if subgroups is not None else None
+        if ages is not None:
+            ages.savefig(work / "iou_by_age.png", dpi=100)
 
 
 def panels_figure(processed: Path, predictions: Path, test: pd.DataFrame) -> Figure:

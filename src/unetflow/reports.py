@@ -25,6 +25,7 @@ import pandas as pd
 from unetflow.checkpoints import CheckpointError, load_model
 from unetflow.evaluation import write_text_atomic
 from unetflow.models import count_parameters
+from unetflow.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
 
 HEADLINE = ("dice", "iou", "pixel_error", "vrand", "vinfo", "rand_error", "hd95", "assd")
 SUMMARY_COLUMNS = (
@@ -116,9 +117,17 @@ class ReportError(ValueError):
 
 
 def summary_row(
-    metrics_path: Path, checkpoint: Path, *, dataset: str, model: str, kind: str, preset: str
+    metrics_path: Path,
+    checkpoint: Path,
+    *,
+    dataset: str,
+    model: str,
+    kind: str,
+    preset: str,
+    subgroups: Path | None = None,
 ) -> dict[str, Any]:
-    """The summary.csv row of one run, from its metrics.json and its model.pt."""
+    """The summary.csv row of one run, from its metrics.json and its model.pt; with
+    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records for summary.md."""
     metrics = _read_metrics(Path(metrics_path))
     try:
         net, meta = load_model(Path(checkpoint))
@@ -138,6 +147,12 @@ def summary_row(
     row["train_seconds"] = _finite(train.get("seconds"))
     row["parameters"] = count_parameters(net)
     row["device"] = str(train.get("device", ""))
+    if subgroups is not None:
+        table = pd.read_csv(subgroups)
+        row["subgroups"] = [
+            {k: _finite(v) if k in SUBGROUP_METRICS else v for k, v in record.items()}
+            for record in table.to_dict("records")
+        ]
     return row
 
 
@@ -224,13 +239,93 @@ def summarize(summary: list[dict[str, Any]], out_csv: Path, out_md: Path) -> Non
         "",
         markdown_table(comparison, COMPARISON_COLUMNS),
         "",
+        *baseline_section(summary),
+        *subgroup_sections(summary),
     ]
     write_text_atomic(Path(out_csv), table.to_csv(index=False))
     write_text_atomic(Path(out_md), "\n".join(md))
 
 
+BASELINE = "baseline_mean"
+BASELINE_METRICS = ("dice", "iou", "hd95", "assd")
+
+
+def baseline_section(summary: list[dict[str, Any]]) -> list[str]:
+    """summary.md lines: every model beside the mean-mask baseline of its dataset (test means
+    and their differences), for the datasets where the baseline ran; none otherwise."""
+    baselines = {run["dataset"]: run for run in summary if run["model"] == BASELINE}
+    rows = []
+    for run in summary:
+        base = baselines.get(run["dataset"])
+        if base is None or run["model"] == BASELINE:
+            continue
+        row: dict[str, Any] = {"dataset": run["dataset"], "model": run["model"]}
+        for name in BASELINE_METRICS:
+            ours, theirs = run.get(f"test_{name}"), base.get(f"test_{name}")
+            row[f"test_{name}"] = ours
+            row[f"Δ {name}"] = None if ours is None or theirs is None else ours - theirs
+        rows.append(row)
+    if not rows:
+        return []
+    columns = ("dataset", "model", *(c for n in BASELINE_METRICS for c in (f"test_{n}", f"Δ {n}")))
+    return [
+        "## Against the mean-mask baseline",
+        "",
+        f"Test means and the difference to `{BASELINE}` (the mean training mask) of the same "
+        "dataset: Dice and IoU should rise, HD95 and ASSD (pixels) should fall.",
+        "",
+        markdown_table(rows, columns),
+        "",
+    ]
+
+
+def subgroup_sections(summary: list[dict[str, Any]]) -> list[str]:
+    """summary.md lines: per run with sex × finding metadata, the study's Table 3 (IoU by sex
+    × finding, class-size-weighted margins) and the metrics by age group."""
+    lines: list[str] = []
+    for run in summary:
+        groups = run.get("subgroups") or []
+        table = sex_finding_table(groups, "iou")
+        if not table:
+            continue
+        cells = [
+            {
+                "sex": row["sex"],
+                **{f: _with_n(row[f], row[f"{f}_n"]) for f in (*FINDINGS, "all")},
+            }
+            for row in table
+        ]
+        ages = [g for g in groups if g["grouping"] == "age"]
+        lines += [
+            f"## {run['dataset']} / {run['model']}: test IoU by sex × finding",
+            "",
+            "Mean IoU (images); the `all` row and column are class-size-weighted means.",
+            "",
+            markdown_table(cells, ("sex", *FINDINGS, "all")),
+            "",
+            f"### {run['dataset']} / {run['model']}: by age group",
+            "",
+            markdown_table(ages, ("group", "n", *SUBGROUP_METRICS)),
+            "",
+        ]
+    return lines
+
+
+def _with_n(value: float | None, n: int) -> str:
+    """A Table 3 cell: the mean with its image count, or – (0) for an empty group."""
+    return f"{_cell(value)} ({n})"
+
+
 #: Decimals of float cells in summary.md (default 4): distances in pixels and seconds need fewer.
-DECIMALS = {"test_hd95": 2, "test_assd": 2, "train_seconds": 1}
+DECIMALS = {
+    "test_hd95": 2,
+    "test_assd": 2,
+    "train_seconds": 1,
+    "hd95": 2,
+    "assd": 2,
+    "Δ hd95": 2,
+    "Δ assd": 2,
+}
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:

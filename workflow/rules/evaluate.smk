@@ -20,6 +20,7 @@ rule evaluate:
             subcategory="{dataset} / {model}",
             labels={"dataset": "{dataset}", "model": "{model}", "figure": "{name}"},
         ),
+        subgroups="results/{dataset}/{model}/subgroups.csv",
         row="results/rows/{dataset}/{model}.json",
     log:
         "logs/{dataset}/{model}/evaluate.log",
@@ -35,7 +36,8 @@ rule evaluate:
         "--checkpoint {input.checkpoint} --processed {input.processed} "
         "--predictions {input.predictions} --live {params.live} "
         "--metrics {output.metrics} --per-image {output.per_image} "
-        "--figures {output.figures} --row {output.row} > {log} 2>&1"
+        "--figures {output.figures} --subgroups {output.subgroups} "
+        "--row {output.row} > {log} 2>&1"
 
 
 rule summarize:
