@@ -32,19 +32,22 @@ TINY_PRESET = {
         }
     },
     "dataset_defs": {
-        name: {"augment": {"copies": 1}}
-        for name in ("isbi2012", "shenzhen", "synth_em", "synth_cxr")
+        **{name: {"augment": {"copies": 1}} for name in ("isbi2012", "shenzhen", "synth_em")},
+        # trained at 64 px, scored at the 128 px of the source masks
+        "synth_cxr": {"preprocess": {"size": 64, "score_size": 128}, "augment": {"copies": 1}},
     },
 }
 # Synthetic EM small enough for the same (sources cannot be changed by a preset).
 TINY_SYNTH_EM = {"type": "synthetic", "n_train": 12, "n_test": 4, "size": 128}
 TINY_SYNTH_EM_SPLIT = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
+TINY_SYNTH_CXR = {"type": "synthetic", "n_images": 22, "n_unmasked": 2, "size": 128}
 
 
 def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params: object) -> Path:
     """Copy the project to `dest`, override top-level params, optionally as a git + DVC repo.
 
-    `tiny` adds the `tiny` preset (selected) and shrinks synth_em, for end-to-end tests.
+    `tiny` adds the `tiny` preset (selected) and shrinks synth_em and synth_cxr, for
+    end-to-end tests.
     """
     if tiny:
         params.setdefault("preset", "tiny")
@@ -64,6 +67,7 @@ def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params:
             )
             values["dataset_defs"]["synth_em"]["source"] = TINY_SYNTH_EM
             values["dataset_defs"]["synth_em"]["split"] = TINY_SYNTH_EM_SPLIT
+            values["dataset_defs"]["synth_cxr"]["source"] = TINY_SYNTH_CXR
         (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     if git:
         run(["git", "init", "-q"], dest)

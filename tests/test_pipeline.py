@@ -16,10 +16,11 @@ import yaml
 
 from project import copy_project, run
 from unetflow.checkpoints import load_model
+from unetflow.images import read_gray
 
 pytestmark = pytest.mark.e2e
 
-DATASETS = ["synth_em", "isbi2012"]
+DATASETS = ["synth_em", "isbi2012", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
 OUTPUTS = [
     f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS
@@ -85,14 +86,18 @@ def test_summary_has_one_row_per_run_with_its_metrics(engines):
     summary = pd.read_csv(project / "results/summary.csv")
     runs = [(d, m) for d in DATASETS for m in MODELS]
     assert list(zip(summary["dataset"], summary["model"], strict=True)) == runs
-    assert set(summary["preset"]) == {"tiny"} and set(summary["kind"]) == {"em"}
+    assert set(summary["preset"]) == {"tiny"}
+    assert list(summary["kind"]) == ["em"] * 4 + ["cxr"] * 2
     for _, row in summary.iterrows():
         metrics = json.loads(
             (project / "results" / row["dataset"] / row["model"] / "metrics.json").read_text()
         )
         assert row["n_test"] == metrics["n_test"]
         assert row["test_dice"] == pytest.approx(metrics["test"]["dice"])
-        assert row["test_vrand"] == pytest.approx(metrics["test"]["vrand"])
+        if row["kind"] == "em":
+            assert row["test_vrand"] == pytest.approx(metrics["test"]["vrand"])
+        else:
+            assert pd.isna(row["test_vrand"]) and row["test_hd95"] >= 0
     assert (summary["train_seconds"] > 0).all()
     assert summary.set_index("model").loc["baseline_mean", "parameters"].tolist() == [0, 0]
     timeless = [  # training times differ between the two runs; nothing else may
@@ -103,6 +108,26 @@ def test_summary_has_one_row_per_run_with_its_metrics(engines):
     md = (project / "results/summary.md").read_text()
     assert "## Beside the published references" in md
     assert "| isbi2012 | unet_modern | pixel_error |" in md
+    assert "| synth_cxr | unet_modern | iou |" in md and "| Shenzhen study | 0.897 |" in md
+    assert "## synth_cxr / unet_modern: test IoU by sex × finding" in md
+    assert "## synth_em / unet_modern: test IoU" not in md  # EM has no such metadata
+
+
+def test_cxr_is_trained_small_and_scored_at_the_source_mask_size(engines):
+    project = engines["dvc"]
+    processed = project / "data/processed/synth_cxr"
+    split = pd.read_csv(processed / "split.csv")
+    assert len(split) == 20 and set(split["split"]) == {"train", "val", "test"}
+    sid = split["id"][0]
+    assert read_gray(processed / "images" / f"{sid}.tif").shape == (64, 64)
+    assert read_gray(processed / "score_masks" / f"{sid}.png").shape == (128, 128)
+    predictions = project / "results/synth_cxr/unet_modern/predictions"
+    scored = split[split["split"].isin(["val", "test"])]["id"]
+    for sid in scored:
+        assert read_gray(predictions / "masks" / f"{sid}.png").shape == (128, 128)
+    groups = pd.read_csv(project / "results/synth_cxr/unet_modern/subgroups.csv")
+    assert groups.set_index("grouping").loc["all", "n"] == (split["split"] == "test").sum()
+    assert (project / "results/synth_cxr/unet_modern/figures/iou_by_age.png").is_file()
 
 
 def test_snakemake_report_holds_the_summary_and_every_run_figure(engines):

@@ -48,6 +48,9 @@ SPLIT_NAMES = ("train", "val", "test")
 PREDICT_SPLIT = "predict"
 SPLIT_COLUMNS = ["id", "split", "source", "index", "height", "width"]
 LABEL_NAMES = {"0": "membrane", "1": "cell"}
+# Masks at the scoring resolution, written by CXR preprocessing when it differs from the
+# training resolution (``preprocess.score_size``); absent otherwise (scored on ``masks/``).
+SCORE_MASKS = "score_masks"
 
 
 class DataError(ValueError):
@@ -150,6 +153,14 @@ def read_split(processed: Path) -> pd.DataFrame:
         dups = sorted(table.loc[table["id"].duplicated(), "id"].unique())[:5]
         raise DataError(f"{path}: duplicate id(s) {dups}; expected unique ids")
     return table
+
+
+def scoring_mask_path(processed: Path, sid: str) -> Path:
+    """The mask image `sid` is scored against: ``score_masks/<id>.png`` when the processed set
+    has a score_masks/ folder, else ``masks/<id>.png`` (the training masks)."""
+    processed = Path(processed)
+    folder = SCORE_MASKS if (processed / SCORE_MASKS).is_dir() else "masks"
+    return processed / folder / f"{sid}.png"
 
 
 def _parse_split(split: Any) -> dict[str, tuple[int, int]]:
@@ -291,20 +302,27 @@ def _load(item: Any) -> np.ndarray:
 
 def _scaled_image(item: Any, raw: Path, source: str) -> np.ndarray:
     """Image intensities scaled to [0, 1], in float64 (cast to float32 only when written)."""
-    image = _load(item)
+    return unit_intensities(_load(item), raw / source)
+
+
+def unit_intensities(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """A 2-D grey image scaled to [0, 1] in float64: integers divided by their dtype's maximum.
+
+    Shared by every preprocessing kind so that all processed sets use the same scaling;
+    errors name `path`, the file the pixels came from.
+    """
     if image.ndim != 2:
-        raise DataError(f"{raw / source}: expected a 2-D grey image, got shape {image.shape}")
+        raise DataError(f"{path}: expected a 2-D grey image, got shape {image.shape}")
     if image.dtype == bool:
         return image.astype(np.float64)
     if np.issubdtype(image.dtype, np.integer):
         if image.min() < 0:
-            raise DataError(f"{raw / source}: negative intensities; expected unsigned pixels")
+            raise DataError(f"{path}: negative intensities; expected unsigned pixels")
         return image.astype(np.float64) / np.iinfo(image.dtype).max
     image = image.astype(np.float64)
     if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
         raise DataError(
-            f"{raw / source}: float intensities outside [0, 1]; expected integer pixels "
-            f"or floats in [0, 1]"
+            f"{path}: float intensities outside [0, 1]; expected integer pixels or floats in [0, 1]"
         )
     return image
 

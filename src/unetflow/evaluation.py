@@ -1,9 +1,11 @@
 """The evaluate stage: per-image and aggregated metrics of one dataset × model, and figures.
 
 Inputs: the processed set (``split.csv``, ``images/<id>.tif``, ``masks/<id>.png`` with {0, 1},
-1 = foreground: EM cell, CXR lung) and the infer stage's ``predictions/`` folder
-(``masks/<id>.png`` 0/255, binarised as > 0, and ``probabilities/<id>.tif``, the float32
-foreground probability). Every ``val`` and ``test`` row of ``split.csv`` is evaluated.
+1 = foreground: EM cell, CXR lung; scored against ``score_masks/<id>.png`` instead where
+preprocessing wrote them, at the resolution the predictions were mapped back to) and the
+infer stage's ``predictions/`` folder (``masks/<id>.png`` 0/255, binarised as > 0, and
+``probabilities/<id>.tif``, the float32 foreground probability). Every ``val`` and ``test``
+row of ``split.csv`` is evaluated.
 
 Outputs:
 
@@ -53,8 +55,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from unetflow import metrics as m
-from unetflow.datasets import DataError, read_split
-from unetflow.images import ImageError, read_float_tiff, read_gray, read_processed_image
+from unetflow.datasets import DataError, read_split, scoring_mask_path
+from unetflow.images import (
+    ImageError,
+    read_float_tiff,
+    read_gray,
+    read_processed_image,
+    resize_image,
+)
 from unetflow.outputs import staged_dir
 from unetflow.progress import progress
 from unetflow.subgroups import age_figure, subgroup_table
@@ -188,7 +196,7 @@ def _load_pair(
     processed: Path, predictions: Path, sid: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prediction mask, truth mask and foreground probability of image `sid`, checked."""
-    truth_path = processed / "masks" / f"{sid}.png"
+    truth_path = scoring_mask_path(processed, sid)
     pred_path = predictions / "masks" / f"{sid}.png"
     prob_path = predictions / "probabilities" / f"{sid}.tif"
     for path, what in (
@@ -291,8 +299,10 @@ def panels_figure(processed: Path, predictions: Path, test: pd.DataFrame) -> Fig
     fig = Figure(figsize=(3 * len(columns), 3 * len(cases)), layout="constrained")
     axes = fig.subplots(len(cases), len(columns), squeeze=False)
     for row, (label, sid, dice) in enumerate(cases):
+        truth = read_gray(scoring_mask_path(processed, sid)) > 0
         image = read_processed_image(processed / "images" / f"{sid}.tif")
-        truth = read_gray(processed / "masks" / f"{sid}.png") > 0
+        if image.shape != truth.shape:  # trained at a lower resolution than scored at
+            image = resize_image(image, truth.shape)
         pred = read_gray(predictions / "masks" / f"{sid}.png") > 0
         shown = (_display_range(image), truth, pred, error_overlay(image, pred, truth))
         for col, (ax, data) in enumerate(zip(axes[row], shown, strict=True)):

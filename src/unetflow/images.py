@@ -9,6 +9,7 @@ import numpy as np
 import tifffile
 from skimage import io as skio
 from skimage.color import rgb2gray, rgba2rgb
+from skimage.transform import resize
 
 
 class ImageError(ValueError):
@@ -95,3 +96,12 @@ def read_processed_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not np.isfinite(image).all():
         raise ImageError(f"{path}: contains NaN or inf; expected finite intensities")
     return image
+
+
+def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize to `shape`, stretched (the aspect ratio is not kept), anti-aliased when
+    shrinking, edge mode. Preprocessing, inference and `unetflow predict` all resize with it,
+    so that they see the same pixels. Returns `image` itself when it has the shape already."""
+    if image.shape == tuple(shape):
+        return image
+    return resize(image, shape, order=1, mode="edge", anti_aliasing=True, preserve_range=True)

@@ -23,7 +23,9 @@ The infer stage (:func:`infer_dataset`) writes, for every val/test/predict image
 dataset, into ``results/<dataset>/<model>/predictions/``:
 
 - ``probabilities/<id>.tif``: float32 foreground probability in [0, 1] (cell for EM, lung for
-  CXR), zlib-compressed single-page TIFF, the processed image's size.
+  CXR), zlib-compressed single-page TIFF, the processed image's size, or the scoring size
+  where preprocessing wrote ``score_masks/`` (a CXR set trained at a lower resolution than it
+  is scored at): then the probability is resized bilinearly before thresholding.
 - ``masks/<id>.png``: uint8, 255 where the probability is above ``infer.threshold``, else 0.
 - ``index.csv``: ``id,split,height,width,foreground_fraction`` (fraction of mask pixels = 255).
 - ``isbi_submission.tif`` (EM datasets with unlabeled ``predict`` slices only): an uncompressed
@@ -48,15 +50,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from skimage.transform import resize
 from torch import nn
 
 from unetflow.checkpoints import load_model
-from unetflow.datasets import read_split
+from unetflow.datasets import SCORE_MASKS, read_split
 from unetflow.images import (
     ImageError,
     read_gray,
     read_processed_image,
+    resize_image,
     write_float_tiff,
     write_png,
 )
@@ -276,6 +278,11 @@ def infer_dataset(
             prob = predict_probability(
                 model, image, tile=int(meta["tile"]), device=torch_device, amp=amp, **settings
             )
+            score_mask = processed / SCORE_MASKS / f"{sid}.png"
+            if score_mask.is_file():  # scored at another resolution than trained at
+                prob = np.clip(resize_image(prob, read_gray(score_mask).shape), 0, 1).astype(
+                    np.float32
+                )
             mask = _mask(prob, infer_cfg.get("threshold", PREDICT_DEFAULTS["threshold"]))
             write_float_tiff(work / "probabilities" / f"{sid}.tif", prob, level=1)
             write_png(work / "masks" / f"{sid}.png", mask)
@@ -283,8 +290,8 @@ def infer_dataset(
                 {
                     "id": sid,
                     "split": split,
-                    "height": image.shape[0],
-                    "width": image.shape[1],
+                    "height": prob.shape[0],
+                    "width": prob.shape[1],
                     "foreground_fraction": float((mask > 0).mean()),
                 }
             )
@@ -384,17 +391,9 @@ def prepare_image(raw: np.ndarray, path: Path, meta: dict) -> np.ndarray:
     image = scale_to_unit(raw, path)
     size = (meta.get("dataset", {}).get("preprocess") or {}).get("size")
     if size:
-        image = _resize(image, (int(size), int(size)))
+        image = resize_image(image, (int(size), int(size))).astype(np.float32)
     norm = meta["normalisation"]
     return ((image - float(norm["mean"])) / float(norm["std"])).astype(np.float32)
-
-
-def _resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear resize to `shape`, stretched (aspect ratio not kept), anti-aliased if shrinking."""
-    if image.shape == shape:
-        return image
-    resized = resize(image, shape, order=1, mode="edge", anti_aliasing=True, preserve_range=True)
-    return resized.astype(np.float32)
 
 
 def predict_files(
@@ -442,7 +441,7 @@ def predict_files(
             device=torch_device,
             amp=amp,
         )
-        prob = np.clip(_resize(prob, raw.shape), 0.0, 1.0)
+        prob = np.clip(resize_image(prob, raw.shape), 0.0, 1.0).astype(np.float32)
         with _atomic(output / "probabilities" / f"{path.stem}.tif") as tmp:
             write_float_tiff(tmp, prob)
         with _atomic(output / "masks" / f"{path.stem}.png") as tmp:
