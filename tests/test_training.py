@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
+from project import ROOT
 from unetflow.augmentation import augment_dataset
 from unetflow.checkpoints import load_model
 from unetflow.datasets import preprocess_em
@@ -35,6 +37,7 @@ from unetflow.training import (
     TrainingError,
     _Pairs,
     _settings,
+    dataset_allows_flips,
     loss_value,
     soft_dice_loss,
     train,
@@ -487,3 +490,10 @@ def test_metrics_conventions():
     assert dice(empty, ~empty) == 0.0 and iou(~empty, empty) == 0.0
     with pytest.raises(ValueError, match="differs from truth shape"):
         dice(a, empty)
+
+
+def test_chest_x_rays_are_not_flipped_in_training():
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    defs = params["dataset_defs"]
+    assert [dataset_allows_flips(defs[name]) for name in ("isbi2012", "synth_em")] == [True, True]
+    assert [dataset_allows_flips(defs[name]) for name in ("shenzhen", "synth_cxr")] == [False] * 2

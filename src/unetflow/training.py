@@ -6,7 +6,8 @@ into memory: float32 images, {0, 1} masks and, for cross-entropy, ``weights/<id>
 images, predicted by overlap-tile inference exactly as the infer stage does.
 
 Sampling. Every batch is drawn from ``numpy.random.default_rng([seed, epoch, step, index])``
-(pair, crop position and, with ``flips``, one of the 8 flips/rotations), so the data never
+(pair, crop position and, with ``flips``, one of the 8 flips/rotations; only where the
+dataset's ``augment.flip`` allows flips, so never for chest X-rays), so the data never
 depend on DataLoader workers, and a resumed run sees the batches an uninterrupted one would.
 Images are mirror-padded by the margin a valid-convolution model loses (``(tile - out) / 2``),
 so border pixels are targets too; the target is the centred ``out`` x ``out`` crop. Images
@@ -754,6 +755,13 @@ def summary_line(summary: dict[str, Any]) -> str:
     )
 
 
+def dataset_allows_flips(dataset_cfg: dict) -> bool:
+    """Whether training may flip and rotate a dataset's tiles (its ``augment.flip``): EM
+    sections look alike in any orientation, chest X-rays have a left and a right, a top and a
+    bottom."""
+    return bool((dataset_cfg.get("augment") or {}).get("flip", True))
+
+
 @dataclass
 class _Run:
     """One training run: the configs and the device."""
@@ -935,7 +943,7 @@ class _Run:
             first_epoch=first_epoch,
             epochs=s.epochs,
             seed=self.seed,
-            flips=s.flips,
+            flips=s.flips and dataset_allows_flips(self.dataset_cfg),
             weights=use_weights,
         )
         data.train = _Pairs(ids=data.train.ids)  # training reads the padded copies in `batches`
