@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from unetflow.augmentation import augment_dataset, augment_pair
+from unetflow.augmentation import augment_arrays, augment_dataset, augment_pair
 from unetflow.datasets import DataError
 from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
 
@@ -254,3 +254,41 @@ def test_bad_mask_names_the_file_and_publishes_nothing(processed: Path, tmp_path
         augment_dataset(processed, out, FULL, example_pairs=1, seed=0)
     assert not out.exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".augmented")]
+
+
+def test_weight_map_is_deformed_with_image_and_mask() -> None:
+    """The weight map goes through the same resampling as the image: an affine function of
+    the image stays that function of the augmented image, and image and mask are unchanged."""
+    cfg = {**NO_GRAY, "pad_px": 32, "shift_px": 16, "elastic_sigma_px": 10.0}
+    for seed in range(3):
+        mask = blobs(seed, 128, smooth=5.0)
+        grid = np.zeros((128, 128), dtype=np.float32)
+        grid[::8] = grid[:, ::8] = 1.0  # a grid shows any misalignment
+        image = grid + mask
+        weights = 3.0 * image + 0.5
+        rng = np.random.default_rng(seed)
+        out_image, out_mask, out_weights, params = augment_arrays(image, mask, weights, rng, cfg)
+        plain = augment_pair(image, mask, np.random.default_rng(seed), cfg)
+        np.testing.assert_array_equal(out_image, plain[0])
+        np.testing.assert_array_equal(out_mask, plain[1])
+        assert params == plain[2]
+        assert out_weights.dtype == np.float32 and out_weights.min() >= 0
+        np.testing.assert_allclose(out_weights, np.clip(3 * out_image + 0.5, 0, None), atol=1e-4)
+        assert np.abs(out_weights - weights).mean() > 0.1, "the transform should move the grid"
+
+
+def test_dataset_weight_maps_travel_with_their_pairs(processed: Path, tmp_path: Path) -> None:
+    (processed / "weights").mkdir()
+    for i in range(3):
+        mask = read_gray(processed / "masks" / f"slice_{i:02d}.png")
+        write_float_tiff(processed / "weights" / f"slice_{i:02d}.tif", 1.0 + 4.0 * mask)
+    out = tmp_path / "augmented"
+    augment_dataset(processed, out, {**FULL, "copies": 2}, example_pairs=1, seed=7)
+    names = sorted(p.name for p in (out / "weights").iterdir())
+    assert names == sorted(p.name for p in (out / "images").iterdir())
+    for name in names:
+        weights = read_float_tiff(out / "weights" / name)
+        mask = read_gray(out / "masks" / name.replace(".tif", ".png"))
+        inside, outside = weights[mask == 1], weights[mask == 0]
+        assert np.median(inside) == pytest.approx(5.0, abs=0.05)  # 1 + 4 on the cells
+        assert np.median(outside) == pytest.approx(1.0, abs=0.05)

@@ -12,6 +12,7 @@ import tifffile
 
 from unetflow.datasets import DataError, preprocess_em, read_split
 from unetflow.images import read_float_tiff, read_gray, write_png
+from unetflow.weightmaps import border_weight_map
 
 N, N_TEST, SIZE = 10, 4, 64
 CFG = {"kind": "em", "preprocess": {"label_threshold": 128}, "split": {}}
@@ -268,3 +269,18 @@ def test_read_split_errors(tmp_path: Path) -> None:
         read_split(tmp_path)
     (tmp_path / "split.csv").write_text("id,split\nNA,train\nnull,val\n")
     assert list(read_split(tmp_path)["id"]) == ["NA", "null"]
+
+
+def test_weight_maps_for_the_train_slices(png_raw: Path, tmp_path: Path, stack) -> None:
+    out = tmp_path / "processed"
+    weight_cfg = {"w0": 10.0, "sigma": 5.0, "where": "background"}
+    preprocess_em(png_raw, out, {**cfg(), "preprocess": {"weight_map": weight_cfg}})
+    written = sorted(p.name for p in (out / "weights").iterdir())
+    assert written == [f"slice_{i:02d}.tif" for i in range(6)]  # train only
+    mask = read_gray(out / "masks" / "slice_03.png")
+    expected = border_weight_map(mask, **weight_cfg)
+    np.testing.assert_allclose(read_float_tiff(out / "weights" / "slice_03.tif"), expected)
+    assert read_gray(out / "weight_map.png").shape == (420, 900)
+    plain = tmp_path / "plain"
+    preprocess_em(png_raw, plain, cfg())
+    assert not (plain / "weights").exists() and not (plain / "weight_map.png").exists()

@@ -306,6 +306,9 @@ def test_weight_maps_are_used_only_when_every_pair_has_one(em, tmp_path):
     kwargs = {**run_kwargs(em, tmp_path / "run", epochs=1, steps_per_epoch=1, loss="ce")}
     summary = train(**{**kwargs, "processed": processed, "augmented": None})
     assert summary["weight_maps"] and summary["train_images"] == 5
+    off = run_kwargs(em, tmp_path / "off", epochs=1, steps_per_epoch=1, loss="ce", weight_map=False)
+    unweighted = train(**{**off, "processed": processed, "augmented": None})
+    assert not unweighted["weight_maps"]  # the recipe says no (unet_modern, unet_delft, ...)
     with pytest.raises(TrainingError, match=r"augmented/weights/slice_00_aug00\.tif: missing"):
         train(**{**kwargs, "processed": processed})  # the augmented copies have none
 

@@ -7,7 +7,9 @@ cubic B-spline interpolated), the rotation by a uniform angle in ±``rotation_de
 integer shift of up to ±``shift_px`` (as the offset of the crop back to the original size).
 Image and mask go through the same call, so they stay aligned: the image with bicubic
 interpolation (order 3), the mask with nearest neighbour (order 0), so it stays exactly
-binary; a weight map derived from the augmented mask is therefore aligned too. Random flips
+binary; a weight map of the processed set (``weights/<id>.tif``, the U-Net paper's border
+weights) goes through the same call, bicubic like the image and clipped at 0, and is written
+to ``weights/`` of the augmented set, so all three stay aligned. Random flips
 follow, then grey-value variation on the image only: a gamma curve on the image's own
 min-max range, a contrast factor around its mean, a brightness offset and gaussian noise,
 the last two in units of the image's own standard deviation (so they mean the same whatever
@@ -96,6 +98,8 @@ def augment_dataset(
     with staged_dir(out) as work:
         (work / "images").mkdir()
         (work / "masks").mkdir()
+        if (processed / "weights").is_dir():  # the paper's weight maps travel along
+            (work / "weights").mkdir()
         job = partial(_augment_image, processed, work, cfg, seed, copies, width)
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
             results = pool.map(job, train_ids) if pool else map(job, train_ids)
@@ -125,13 +129,17 @@ def _augment_image(
 ) -> list[dict[str, Any]]:
     """Write the augmented copies of one train image; its rows of index.csv."""
     image, mask = _read_pair(processed, sid)
+    weight_path = processed / "weights" / f"{sid}.tif"
+    weights = read_float_tiff(weight_path) if weight_path.is_file() else None
     rng = np.random.default_rng([int(seed), _id_key(sid)])
     rows = []
     for k in range(copies):
-        aug_image, aug_mask, params = augment_pair(image, mask, rng, cfg)
+        aug_image, aug_mask, aug_weights, params = augment_arrays(image, mask, weights, rng, cfg)
         aid = _aug_id(sid, k, width)
         write_float_tiff(work / "images" / f"{aid}.tif", aug_image, level=1)
         write_png(work / "masks" / f"{aid}.png", aug_mask)
+        if aug_weights is not None:
+            write_float_tiff(work / "weights" / f"{aid}.tif", aug_weights, level=1)
         rows.append({"id": aid, "source_id": sid, "copy": k, **params})
     return rows
 
@@ -152,12 +160,30 @@ def augment_pair(
     one strength does not change the others' draws. Returns (float32 image, uint8 {0, 1}
     mask of the same shape, parameters).
     """
+    out_image, out_mask, _, params = augment_arrays(image, mask, None, rng, cfg)
+    return out_image, out_mask, params
+
+
+def augment_arrays(
+    image: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray | None,
+    rng: np.random.Generator,
+    cfg: dict,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """:func:`augment_pair` with an optional weight map deformed by the same resampling:
+    bicubic like the image (so all three stay aligned), clipped at 0 against overshoot, and
+    without the grey-value variation. Returns (image, mask, weights or None, parameters)."""
     image = np.asarray(image, dtype=np.float32)
     mask = np.asarray(mask)
     if image.ndim != 2 or image.shape != mask.shape:
         raise ValueError(
             f"augment_pair: expected a 2-D image and a mask of the same shape, "
             f"got {image.shape} and {mask.shape}"
+        )
+    if weights is not None and np.shape(weights) != image.shape:
+        raise ValueError(
+            f"augment_pair: weight map of shape {np.shape(weights)}; expected {image.shape}"
         )
     h, w = image.shape
     pad, shift_max, grid = int(cfg["pad_px"]), int(cfg["shift_px"]), int(cfg["elastic_grid"])
@@ -177,18 +203,23 @@ def augment_pair(
         slice(pad + shift_y, pad + shift_y + h),
         slice(pad + shift_x, pad + shift_x + w),
     )
-    out_image, out_mask = elasticdeform.deform_grid(
-        [padded_image, padded_mask],
-        displacement,
-        order=[3, 0],
-        mode="mirror",
-        crop=crop,
-        rotate=angle,
+    arrays, orders = [padded_image, padded_mask], [3, 0]
+    if weights is not None:
+        arrays.append(np.pad(np.asarray(weights, dtype=np.float32), pad, mode="reflect"))
+        orders.append(3)
+    deformed = elasticdeform.deform_grid(
+        arrays, displacement, order=orders, mode="mirror", crop=crop, rotate=angle
     )
     if flip_ud:
-        out_image, out_mask = out_image[::-1], out_mask[::-1]
+        deformed = [a[::-1] for a in deformed]
     if flip_lr:
-        out_image, out_mask = out_image[:, ::-1], out_mask[:, ::-1]
+        deformed = [a[:, ::-1] for a in deformed]
+    out_image, out_mask = deformed[0], deformed[1]
+    out_weights = (
+        np.ascontiguousarray(np.clip(deformed[2], 0.0, None), dtype=np.float32)
+        if weights is not None
+        else None
+    )
 
     out_image = _gray_value(out_image.astype(np.float64), gamma, contrast, brightness)
     noise_std = float(cfg["noise_std"])
@@ -210,6 +241,7 @@ def augment_pair(
     return (
         np.ascontiguousarray(out_image, dtype=np.float32),
         np.ascontiguousarray(out_mask, dtype=np.uint8),
+        out_weights,
         params,
     )
 

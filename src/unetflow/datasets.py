@@ -22,6 +22,9 @@ column of split.csv:
   are correlated, so a random split would leak); the unlabeled test stack's slices are
   ``testslice_NN`` with split ``predict``.
 - ``stats.json``: the normalisation statistics, the label convention and the split counts.
+- ``weights/<id>.tif`` (float32, train slices only) and ``weight_map.png`` (the first train
+  mask beside its map), when ``preprocess.weight_map`` is set: the U-Net paper's border
+  weight map (:mod:`unetflow.weightmaps`; keys ``w0``, ``sigma``, ``where``).
 """
 
 from __future__ import annotations
@@ -105,11 +108,16 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
                 f"{raw}: train slices are constant (std 0); expected varying intensities"
             )
 
+        weight_cfg = (cfg.get("preprocess") or {}).get("weight_map")
+        if weight_cfg is not None:
+            (work / "weights").mkdir()
         for sl, image, mask in kept:
             sid = f"slice_{sl.index:0{width}d}"
             write_float_tiff(work / "images" / f"{sid}.tif", (image - mean) / std, level=1)
             write_png(work / "masks" / f"{sid}.png", mask)
             rows.append(_row(sid, split_of[sl.index], sl, image.shape))
+            if weight_cfg is not None and split_of[sl.index] == "train":
+                _write_weight_map(work, sid, mask, weight_cfg)
 
         for sl in progress(unlabelled, desc="normalise test slices", unit="slice"):
             image = _scaled_image(sl.image, raw, sl.source)
@@ -133,6 +141,18 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
             "layout": layout,
         }
         (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+
+
+def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) -> None:
+    """``weights/<id>.tif``: the paper's border weight map of a train mask; the first one is
+    also drawn beside its mask in ``weight_map.png``."""
+    from unetflow.weightmaps import DEFAULTS, border_weight_map, weight_map_figure
+
+    settings = {**DEFAULTS, **weight_cfg}
+    weights = border_weight_map(mask, **settings)
+    write_float_tiff(work / "weights" / f"{sid}.tif", weights, level=1)
+    if not (work / "weight_map.png").exists():
+        weight_map_figure(mask, weights, sid).savefig(work / "weight_map.png", dpi=100)
 
 
 def read_split(processed: Path) -> pd.DataFrame:

@@ -90,6 +90,7 @@ MODEL_TRAIN_DEFAULTS: dict[str, Any] = {
     "select": "dice",
     "early_stop": 0,
     "flips": True,
+    "weight_map": True,
 }
 RUN_DEFAULTS: dict[str, Any] = {
     "device": "auto",
@@ -159,6 +160,7 @@ class _Settings:
     select: str
     early_stop: int
     flips: bool
+    weight_map: bool
     device: str
     amp: str
     channels_last: bool
@@ -198,6 +200,7 @@ def _settings(model_name: str, model_cfg: dict, train_cfg: dict, infer_cfg: dict
         select=_choice(f"{key}.select", m["select"], SELECTS),
         early_stop=_number(f"{key}.early_stop", m["early_stop"], 0, integer=True),
         flips=bool(m["flips"]),
+        weight_map=bool(m["weight_map"]),
         device=str(r["device"]),
         amp=_choice("train.amp", r["amp"], AMPS),
         channels_last=bool(r["channels_last"]),
@@ -855,7 +858,7 @@ class _Run:
         started = time.perf_counter()
         data = _load_data(processed, augmented)
         folders = f"{processed}" + (f" and {augmented}" if augmented else "")
-        use_weights = _use_weights(data.train, s.loss)
+        use_weights = s.weight_map and _use_weights(data.train, s.loss)
         out_channels = out_channels_for(s.loss)
         pos_weight = None
         if s.loss == "bce" and s.pos_weight == "auto":

@@ -21,10 +21,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import ndimage
 from skimage.measure import label, regionprops
 
 WHERE = ("all", "background")
+#: The paper's constants; params.yaml `preprocess.weight_map` may change them.
+DEFAULTS = {"w0": 10.0, "sigma": 5.0, "where": "all"}
 #: The border term is negligible (< 1e-8 · w0) once d1 + d2 exceeds this many sigmas.
 REACH_SIGMAS = math.sqrt(2 * math.log(1e8))
 
@@ -75,3 +78,18 @@ def border_weight_map(
     if where == "background":
         border[mask] = 0.0
     return (class_weights(mask) + border).astype(np.float32)
+
+
+def weight_map_figure(mask: np.ndarray, weights: np.ndarray, title: str = "") -> Figure:
+    """A mask beside its weight map (with a colour bar), to check the map by eye."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.imshow(np.asarray(mask) > 0, cmap="gray")
+    left.set_title(f"mask {title}".strip())
+    shown = right.imshow(weights, cmap="viridis")
+    right.set_title("weight map w(x)")
+    fig.colorbar(shown, ax=right, shrink=0.8)
+    for ax in (left, right):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
