@@ -500,3 +500,30 @@ def test_chest_x_rays_are_not_flipped_in_training():
     defs = params["dataset_defs"]
     assert [dataset_allows_flips(defs[name]) for name in ("isbi2012", "synth_em")] == [True, True]
     assert [dataset_allows_flips(defs[name]) for name in ("shenzhen", "synth_cxr")] == [False] * 2
+
+
+def test_paper_geometry_step_with_border_weight_maps(tmp_path):
+    """One SGD step of the paper's setup: valid convolutions, a 572 px tile with a 388 px
+    output, batch 1, weighted cross-entropy over the border weight maps of preprocess."""
+    (tmp_path / "raw").mkdir()
+    generate_synth_em(tmp_path / "raw", n_train=4, n_test=1, size=64, seed=2)
+    weight_cfg = {"w0": 10.0, "sigma": 5.0, "where": "all"}
+    split = {"train": [0, 2], "val": [2, 3], "test": [3, 4]}
+    dataset_cfg = {"kind": "em", "preprocess": {"weight_map": weight_cfg}, "split": split}
+    preprocess_em(tmp_path / "raw", tmp_path / "processed", dataset_cfg)
+    recipe = {**RECIPE, "loss": "ce", "optimizer": "sgd", "momentum": 0.99, "lr": 0.001}
+    recipe.update(batch_size=1, epochs=1, steps_per_epoch=1, weight_map=True)
+    model = {"kind": "unet", "padding": "valid", "width": 2, "depth": 4, "norm": "none"}
+    model.update(up="transposed", dropout=0.5, init="he", tile=572, train=recipe)
+    out = tmp_path / "run"
+    summary = train(
+        **{
+            **run_kwargs({"processed": tmp_path / "processed", "augmented": None}, out),
+            "dataset_cfg": dataset_cfg,
+            "model_cfg": model,
+            "augmented": None,
+        }
+    )
+    assert summary["weight_maps"] and math.isfinite(summary["val_loss"])
+    net, meta = load_model(out / "model.pt")
+    assert meta["tile"] == 572 and net.output_size(572) == 388
