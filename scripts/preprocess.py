@@ -8,9 +8,6 @@ from pathlib import Path
 from unetflow.cli import dataset_config, run_stage, stage_parser
 from unetflow.cxr import preprocess_cxr
 from unetflow.datasets import preprocess_em
-from unetflow.params import ParamsError
-
-PREPROCESSORS = {"em": preprocess_em, "cxr": preprocess_cxr}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,15 +18,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="data/processed/<dataset>")
     args = parser.parse_args(argv)
     params, dataset = dataset_config(args.params, args.dataset, args.preset)
-    if dataset["kind"] not in PREPROCESSORS:
-        raise ParamsError(
-            f"dataset_defs.{args.dataset}.kind: preprocessing of '{dataset['kind']}' datasets is "
-            f"not available yet (available: {sorted(PREPROCESSORS)})"
-        )
+    # the schema allows only these two kinds, checked when params.yaml is loaded
     if dataset["kind"] == "cxr":  # a seeded split, unlike EM's fixed slice ranges
         preprocess_cxr(args.raw, args.out, dataset, seed=params["seed"], dataset=args.dataset)
     else:
-        PREPROCESSORS[dataset["kind"]](args.raw, args.out, dataset)
+        preprocess_em(args.raw, args.out, dataset)
 
 
 if __name__ == "__main__":
