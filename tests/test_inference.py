@@ -37,10 +37,12 @@ from unetflow.inference import (
     predict_probability,
     tile_starts,
 )
-from unetflow.models import MeanMask, UNet
+from unetflow.models import MeanMask, UNet, build_model, output_size, valid_input_sizes
+from unetflow.params import load_params
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class ConvStack(nn.Module):
@@ -455,3 +457,26 @@ def test_interrupted_inference_leaves_the_previous_output_untouched(tmp_path: Pa
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt", "predictions", "processed"]
     assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+def test_unet_delft_geometry_pads_512_to_one_700_tile_and_crops_back() -> None:
+    """unet_delft as params.yaml defines it: a 512² slice is one 700² mirror-padded tile.
+
+    A depth-4 valid U-Net maps 700 px to 516 (700 = 16·36 + 124, output 16·36 − 60); the 514
+    the TU Delft write-up names is not an output size of this architecture (README).
+    """
+    cfg = load_params(ROOT / "params.yaml")["model_defs"]["unet_delft"]
+    assert (cfg["tile"], cfg["padding"], cfg["up"], cfg["depth"]) == (700, "valid", "upsample", 4)
+    assert output_size(700, 4, "valid") == 516
+    assert 514 not in {output_size(s, 4, "valid") for s in valid_input_sizes(4, "valid", 600, 800)}
+    model = build_model({**cfg, "width": 2, "dropout": 0.0}, out_channels=2).eval()
+    seen: list[tuple[int, ...]] = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    image = random_image((512, 512))
+    prob = predict(model, image, tile=cfg["tile"])
+    assert seen == [(1, 1, 700, 700)] and prob.shape == (512, 512)
+    padded = np.pad(image, ((92, 96), (92, 96)), mode="reflect")  # 92 + 512 + 96 = 700
+    with torch.no_grad():
+        logits = model(torch.from_numpy(padded)[None, None])
+    expected = torch.softmax(logits, dim=1)[0, 1, :512, :512].numpy()
+    assert np.allclose(prob, expected, atol=1e-6)
