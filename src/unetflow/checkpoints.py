@@ -107,12 +107,17 @@ def read_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 def _unpickler_reason(exc: Exception) -> str:
-    """The line of torch's long weights_only message that says what was refused."""
+    """The line of torch's long weights_only message that says what was refused (never its
+    advice to retry with weights_only=False)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in lines:
         if "WeightsUnpickler error:" in line:
             return line.split("WeightsUnpickler error:", 1)[1].strip().split(". ")[0]
-    return lines[0] if lines else type(exc).__name__
+    for line in lines:
+        if "GLOBAL" in line:  # a blocked module: "... unsupported GLOBAL posix.system whose ..."
+            return line.rstrip(".")
+    reasons = [line for line in lines if "weights_only" not in line]
+    return reasons[0] if reasons else type(exc).__name__
 
 
 def load_model(

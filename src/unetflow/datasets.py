@@ -8,6 +8,10 @@ Raw input (``data/raw/<dataset>/``) comes in one of two layouts, detected automa
 - TIFF stacks, as the challenge published them: ``train-volume.tif``, ``train-labels.tif``
   and, optionally, ``test-volume.tif``.
 
+Every slice of a dataset, labelled or not, must have the same height and width (a stack of
+serial sections; the ISBI submission is one multi-page TIFF): a slice of another size is an
+error naming its file.
+
 Output (``data/processed/<dataset>/``), identical for both layouts except the ``source``
 column of split.csv:
 
@@ -90,10 +94,11 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
         (work / "masks").mkdir()
         rows: list[dict[str, Any]] = []
         kept: list[tuple[_Slice, np.ndarray, np.ndarray]] = []
+        stack = _StackShape(raw)
         for sl in progress(labelled, desc="read labelled slices", unit="slice"):
             if sl.index not in split_of:
                 continue
-            image = _scaled_image(sl.image, raw, sl.source)
+            image = stack.check(_scaled_image(sl.image, raw, sl.source), sl.source)
             mask = _binary_mask(sl.label, raw, sl.label_source)
             if mask.shape != image.shape:
                 raise DataError(
@@ -120,7 +125,7 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
                 _write_weight_map(work, sid, mask, weight_cfg)
 
         for sl in progress(unlabelled, desc="normalise test slices", unit="slice"):
-            image = _scaled_image(sl.image, raw, sl.source)
+            image = stack.check(_scaled_image(sl.image, raw, sl.source), sl.source)
             sid = f"testslice_{sl.index:0{width}d}"
             write_float_tiff(work / "images" / f"{sid}.tif", (image - mean) / std, level=1)
             rows.append(_row(sid, PREDICT_SPLIT, sl, image.shape))
@@ -141,6 +146,27 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
             "layout": layout,
         }
         (work / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
+
+
+class _StackShape:
+    """The height and width every slice of a stack must share: those of the first one read."""
+
+    def __init__(self, raw: Path) -> None:
+        self.raw = raw
+        self.shape: tuple[int, ...] | None = None
+        self.first = ""
+
+    def check(self, image: np.ndarray, source: str) -> np.ndarray:
+        """`image` (read from `source`) if it has the stack's size, else a DataError naming it."""
+        if self.shape is None:
+            self.shape, self.first = image.shape, source
+        elif image.shape != self.shape:
+            raise DataError(
+                f"{self.raw / source}: size {image.shape} differs from the rest of the stack "
+                f"({self.shape}, e.g. {self.first}); expected every slice to have the same "
+                f"height and width"
+            )
+        return image
 
 
 def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) -> None:

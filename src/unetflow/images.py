@@ -11,6 +11,9 @@ from skimage import io as skio
 from skimage.color import rgb2gray, rgba2rgb
 from skimage.transform import resize
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+
 
 class ImageError(ValueError):
     """An image file that cannot be used; the message names the file."""
@@ -25,10 +28,8 @@ def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
         else:
             image = skio.imread(path)
     except Exception as exc:  # every reader has its own exception types
-        # imageio appends install hints for other plugins on further lines: keep the first.
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ImageError(
-            f"{path}: cannot read image; expected a PNG or TIFF file ({reason})"
+            f"{path}: cannot read image; expected a PNG or TIFF file ({_unreadable(path, exc)})"
         ) from exc
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[-1] in (3, 4):
@@ -44,6 +45,26 @@ def read_gray(path: str | os.PathLike[str]) -> np.ndarray:
     if image.ndim != 2:
         raise ImageError(f"{path}: expected a 2-D grey or RGB(A) image, got shape {image.shape}")
     return image
+
+
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why a file failed to read, in words: empty, not an image, or the reader's own reason."""
+    # imageio appends install hints for other plugins on further lines: keep the first.
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return reason
+    if not head:
+        return "the file is empty"
+    if head.startswith(PNG_SIGNATURE):
+        return f"damaged or truncated PNG: {reason}"
+    if head[:4] in TIFF_SIGNATURES:
+        return f"damaged or truncated TIFF: {reason}"
+    if "Could not find a backend" in reason:  # imageio: no plugin recognises the bytes
+        return f"not a known image format; the file starts with {head!r}"
+    return reason
 
 
 def read_stack(path: str | os.PathLike[str]) -> np.ndarray:
