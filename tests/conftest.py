@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -14,7 +15,7 @@ import pytest
 # The mirror sits beside the repository: <parent>/main (this repo) and <parent>/shared/datasets.
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
-FAULTS = ("404", "500", "corrupt", "truncate")
+FAULTS = ("404", "500", "corrupt", "truncate", "stall")
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,10 @@ class _FaultyHandler(SimpleHTTPRequestHandler):
             self.server.requests.append(path)
             queue = self.server.faults.get(path)
             fault = queue.pop(0) if queue else None
-        if fault in ("404", "500"):
+        if fault == "stall":
+            time.sleep(self.server.stall_s)  # longer than the client's timeout: it gives up
+            self.close_connection = True
+        elif fault in ("404", "500"):
             self.send_error(int(fault))
         elif fault in ("corrupt", "truncate"):
             self._send_damaged(Path(self.translate_path(self.path)), fault)
@@ -66,7 +70,8 @@ class LoopbackServer(ThreadingHTTPServer):
     """An HTTP server on 127.0.0.1 serving `root`, with per-path fault queues.
 
     `inject("/isbi2012/train/images/00.png", "500")` makes the next request for that path
-    answer 500; later requests are served normally once the queue is empty. `requests`
+    answer 500; later requests are served normally once the queue is empty. A "stall"
+    answers nothing for `stall_s` seconds and then closes the connection. `requests`
     lists every requested path in order.
     """
 
@@ -78,10 +83,11 @@ class LoopbackServer(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}"
         self.faults: dict[str, list[str]] = {}
         self.requests: list[str] = []
+        self.stall_s = 5.0
         self.lock = threading.Lock()
 
     def inject(self, path: str, *faults: str) -> None:
-        """Queue faults (404, 500, corrupt, truncate) for the next requests of `path`."""
+        """Queue faults (404, 500, corrupt, truncate, stall) for the next requests of `path`."""
         unknown = set(faults) - set(FAULTS)
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; expected some of {FAULTS}")

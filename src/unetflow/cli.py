@@ -8,32 +8,31 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from unetflow.datasets import DataError
-from unetflow.images import ImageError
 from unetflow.params import ParamsError, load_params, resolve
 from unetflow.sources import DownloadError
 
 # Errors that are the user's to fix: printed as one clear line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ParamsError,
-    ImageError,
-    DataError,
     DownloadError,
     FileNotFoundError,
 )
-# Those of torch-backed modules are looked up only once loaded (an exception of a class implies
-# its module is loaded), so that the error path of a data stage never imports torch.
-TORCH_ERRORS = (
+# Those of heavier modules are looked up only once loaded (an exception of a class implies its
+# module is loaded), so that a params error or a download never imports pandas, skimage or torch.
+LAZY_ERRORS = (
+    ("unetflow.images", "ImageError"),
+    ("unetflow.datasets", "DataError"),
     ("unetflow.checkpoints", "CheckpointError"),
     ("unetflow.inference", "InferenceError"),
     ("unetflow.training", "TrainingError"),
     ("unetflow.reports", "ReportError"),
+    ("unetflow.explain", "ExplainError"),
 )
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus the error types of the torch-backed modules already loaded."""
-    loaded = [getattr(sys.modules[m], name) for m, name in TORCH_ERRORS if m in sys.modules]
+    """USER_ERRORS plus the error types of the heavier modules already loaded."""
+    loaded = [getattr(sys.modules[m], name) for m, name in LAZY_ERRORS if m in sys.modules]
     return USER_ERRORS + tuple(loaded)
 
 

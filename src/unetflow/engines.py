@@ -36,7 +36,9 @@ def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) ->
             f"--config may set only {', '.join(COMMAND_LINE_KEYS)}; change {', '.join(changed)} "
             f"in {params_path} instead (the stage scripts read it from there)"
         )
-    check_params(config, schema_for(params_path), source=f"{params_path} with --config")
+    overridden = [key for key in COMMAND_LINE_KEYS if config.get(key) != on_disk.get(key)]
+    source = f"{params_path} with --config {', '.join(overridden)}" if overridden else params_path
+    check_params(config, schema_for(params_path), source=str(source))
 
 
 @cache

@@ -1,8 +1,8 @@
 """params.yaml: loading, validation against the shared schema, and preset resolution.
 
-Snakemake validates the same file with the same schema (`validate` in common.smk) and calls
-`check_params` for the checks a schema cannot express; the scripts call `load_params`, so DVC
-users are validated too.
+Snakemake validates its config with `check_params` (through `engines.check_config` in
+common.smk): the shared schema, then the checks a schema cannot express. The scripts call
+`load_params`, so DVC users are validated too, with the same messages.
 """
 
 from __future__ import annotations
@@ -108,8 +108,11 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 if stop <= start:
                     errors.append(f"dataset_defs.{name}.split.{part}: [{start}, {stop}] is empty")
         elif abs(sum(split.values()) - 1.0) > 1e-6:
-            total = sum(split.values())
-            errors.append(f"dataset_defs.{name}.split: fractions sum to {total}, not 1")
+            shown = " + ".join(f"{part} {value:g}" for part, value in split.items())
+            errors.append(
+                f"dataset_defs.{name}.split: {shown} = {sum(split.values()):g}; "
+                "expected the fractions to sum to 1"
+            )
         source = spec["source"]
         if source["type"] == "synthetic":
             needed = (

@@ -201,8 +201,9 @@ def _http_fetch(
 ) -> str:
     """GET `url` into `dest` and return its sha256, retrying transient failures.
 
-    Connection errors, timeouts, 5xx/408/429 answers and bodies shorter than their
-    Content-Length are retried with exponential backoff; any other HTTP status (404) is not.
+    Connection errors, timeouts (no byte for `timeout_s`), 5xx/408/429 answers and bodies
+    shorter than their Content-Length are retried with exponential backoff; any other HTTP
+    status (404) is not.
     """
     request = urllib.request.Request(url, headers={"User-Agent": f"unetflow/{__version__}"})
     attempts = retries + 1
@@ -224,7 +225,11 @@ def _http_fetch(
             reason, answered = str(exc), True
         except (OSError, http.client.HTTPException) as exc:
             inner = exc.reason if isinstance(exc, urllib.error.URLError) else exc
-            reason, answered = f"{type(inner).__name__}: {inner}", False
+            if isinstance(inner, TimeoutError):
+                reason = f"timed out: nothing received for download.timeout_s = {timeout_s:g} s"
+            else:
+                reason = f"{type(inner).__name__}: {inner}"
+            answered = False
         if dest.exists():  # take the failed attempt's bytes back off the progress bar
             bar.update(-dest.stat().st_size)
             dest.unlink()
