@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/model.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/explain.smk"
 
 
 rule all:
@@ -27,3 +28,8 @@ rule all:
             model=config["models"],
         ),
         summary="results/summary.md",
+        explain=expand(
+            "results/{dataset}/{model}/explain",
+            dataset=config["datasets"],
+            model=config["models"],
+        ),

@@ -53,7 +53,10 @@ def test_both_engines_define_the_same_jobs(tmp_path, preset):
     per_stage = Counter(name.split("@")[0] for name in dvc)
     assert per_stage == {
         **{stage: len(ALL_DATASETS) for stage in ("download", "preprocess", "augment")},
-        **{stage: len(ALL_DATASETS) * len(ALL_MODELS) for stage in ("train", "infer", "evaluate")},
+        **{
+            stage: len(ALL_DATASETS) * len(ALL_MODELS)
+            for stage in ("train", "infer", "evaluate", "explain")
+        },
         "summarize": 1,
     }
     assert all(job["params"] for job in dvc.values()), "every stage tracks some params"
@@ -75,6 +78,8 @@ def test_command_line_selection_matches(tmp_path):
         "download@isbi2012",
         "evaluate@isbi2012-baseline_mean",
         "evaluate@isbi2012-unet_modern",
+        "explain@isbi2012-baseline_mean",
+        "explain@isbi2012-unet_modern",
         "infer@isbi2012-baseline_mean",
         "infer@isbi2012-unet_modern",
         "preprocess@isbi2012",

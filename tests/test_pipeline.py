@@ -28,7 +28,7 @@ OUTPUTS = [
     f"results/{name}/{model}/{out}"
     for name in DATASETS
     for model in MODELS
-    for out in ("predictions", "metrics.json", "per_image.csv")
+    for out in ("predictions", "metrics.json", "per_image.csv", "explain")
 ]
 
 
@@ -130,6 +130,28 @@ def test_cxr_is_trained_small_and_scored_at_the_source_mask_size(engines):
     assert (project / "results/synth_cxr/unet_modern/figures/iou_by_age.png").is_file()
 
 
+def test_explain_covers_the_cxr_unet_and_says_why_it_skips_the_others(engines):
+    project = engines["dvc"]
+    explain = project / "results/synth_cxr/unet_modern/explain"
+    summary = json.loads((explain / "summary.json").read_text())
+    split = pd.read_csv(project / "data/processed/synth_cxr/split.csv")
+    assert summary["applicable"] and summary["images"] == len(split) == 20
+    selection = pd.read_csv(explain / "selection.csv")
+    test_ids = set(split.loc[split["split"] == "test", "id"])
+    assert set(selection["id"]) <= test_ids and set(selection["case"]) == {"best", "worst"}
+    for sid in summary["explained"]:
+        assert (explain / f"features_{sid}.png").is_file()
+    clusters = pd.read_csv(explain / "clusters.csv", dtype={"cluster": str})
+    per_cluster = clusters[(clusters["cluster"] != "all") & (clusters["sex"] == "all")]
+    assert per_cluster["all"].sum() == 20 and len(per_cluster) == 4  # explain.clusters
+    for name, model in [
+        (d, m) for d in DATASETS for m in MODELS if (d, m) != ("synth_cxr", "unet_modern")
+    ]:
+        skipped = project / "results" / name / model / "explain"
+        assert [p.name for p in skipped.iterdir()] == ["summary.json"], (name, model)
+        assert not json.loads((skipped / "summary.json").read_text())["applicable"]
+
+
 def test_snakemake_report_holds_the_summary_and_every_run_figure(engines):
     project = engines["snakemake"]
     run(["snakemake", "--report", "report.html"], project)
@@ -139,6 +161,8 @@ def test_snakemake_report_holds_the_summary_and_every_run_figure(engines):
         for model in MODELS:
             for figure in ("panels.png", "learning_curves.png"):
                 assert f"results/{name}/{model}/figures/{figure}" in html, (name, model, figure)
+    for figure in ("latent.png", "occlusion_male.png", "occlusion_abnormal.png"):
+        assert f"results/synth_cxr/unet_modern/explain/{figure}" in html, figure
 
 
 def test_dvc_plots_show_the_learning_curves(engines):
@@ -231,6 +255,7 @@ def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(en
         "train@synth_em-baseline_mean",
         "infer@synth_em-baseline_mean",
         "evaluate@synth_em-baseline_mean",  # the summary row names the preset
+        "explain@synth_em-baseline_mean",  # a summary.json: nothing to explain
         "summarize",
     }
     assert ran == required, out.stdout

@@ -1,0 +1,48 @@
+"""explain stage: occlusion sensitivity, block feature maps and the bottleneck latent space
+of one dataset x model (chest X-ray U-Nets; other runs get a summary.json saying why)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.cli import run_stage, stage_parser
+from unetflow.explain import explain_run
+from unetflow.params import load_params
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and explain the run."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--model", required=True, help="a name under model_defs")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the run's model.pt")
+    parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
+    parser.add_argument("--per-image", type=Path, required=True, help="evaluate's per_image.csv")
+    parser.add_argument("--out", type=Path, required=True, help="the explain folder to write")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    started = time.perf_counter()
+    summary = explain_run(
+        dataset=args.dataset,
+        model_name=args.model,
+        checkpoint=args.checkpoint,
+        processed=args.processed,
+        per_image=args.per_image,
+        out=args.out,
+        cfg=params["explain"],
+        seed=int(params["seed"]),
+    )
+    seconds = time.perf_counter() - started
+    if summary["applicable"]:
+        print(
+            f"explain {args.dataset}/{args.model}: {len(summary['explained'])} image(s) "
+            f"occluded, {summary['images']} in the latent space, clusters "
+            f"{summary['cluster_sizes']}, {seconds:.1f} s -> {args.out}"
+        )
+    else:
+        print(f"explain {args.dataset}/{args.model}: not applicable ({summary['reason']})")
+
+
+if __name__ == "__main__":
+    run_stage(main)
