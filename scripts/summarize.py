@@ -8,20 +8,32 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.cli import run_stage
-from unetflow.params import load_params
+from unetflow.params import ParamsError, load_params
 from unetflow.reports import read_row, row_path, summarize
 
 
+def selection(params: dict, key: str, defs: str, given: list[str] | None) -> list[str]:
+    """`given` names (Snakemake's `--config` selection) if each is defined, else params[key]."""
+    for name in given or []:
+        if name not in params[defs]:
+            raise ParamsError(f"--{key}: '{name}' is not defined under {defs}")
+    return list(given or params[key])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Parse arguments and summarise every run of `datasets` x `models` in params.yaml."""
+    """Parse arguments and summarise every run of the selected datasets x models."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
     parser.add_argument("--rows", type=Path, required=True, help="results/rows")
     parser.add_argument("--csv", type=Path, required=True, help="summary.csv to write")
     parser.add_argument("--md", type=Path, required=True, help="summary.md to write")
+    parser.add_argument("--datasets", nargs="+", help="the selection (default: params.yaml's)")
+    parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    runs = [(d, m) for d in params["datasets"] for m in params["models"]]
+    datasets = selection(params, "datasets", "dataset_defs", args.datasets)
+    models = selection(params, "models", "model_defs", args.models)
+    runs = [(d, m) for d in datasets for m in models]
     rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
     summarize(rows, args.csv, args.md)
     print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from unetflow.checkpoints import save_model
 from unetflow.models import MeanMask, UNet
@@ -24,6 +28,8 @@ from unetflow.reports import (
     write_row,
 )
 from unetflow.subgroups import subgroup_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 ARCH = {"padding": "same", "width": 4, "depth": 2, "norm": "batch", "up": "transposed"}
 ARCH.update(dropout=0.0, init="he")
@@ -253,3 +259,32 @@ def test_no_baseline_section_without_the_baseline(tmp_path):
     summarize([hand_row("unet_modern", 0.9, 0.8, 5.0, 1.5)], tmp_path / "s.csv", tmp_path / "s.md")
     md = (tmp_path / "s.md").read_text()
     assert "mean-mask baseline" not in md and "by sex × finding" not in md
+
+
+def test_summarize_script_takes_snakemakes_selection_over_params(tmp_path):
+    """`snakemake --config datasets=[...]` is not in params.yaml: the rule passes the selection."""
+    folders, _ = make_results(tmp_path)
+    rows_dir = tmp_path / "rows"
+    for row in rows_of(folders):
+        write_row(row_path(rows_dir, row["dataset"], row["model"]), row)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params.update(datasets=["isbi2012"], models=["unet_modern"])  # a run that has no row
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copytree(ROOT / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
+
+    def summarize_script(*extra: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, str(ROOT / "scripts" / "summarize.py"), "--params"]
+        command += [str(tmp_path / "params.yaml"), "--rows", str(rows_dir), "--csv"]
+        command += [str(tmp_path / "s.csv"), "--md", str(tmp_path / "s.md"), *extra]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    missing = summarize_script()  # params.yaml's own selection
+    assert missing.returncode == 1 and "rows/isbi2012/unet_modern.json" in missing.stderr
+    assert not (tmp_path / "s.csv").exists()
+    done = summarize_script("--datasets", "synth_em", "--models", "unet_modern")
+    assert done.returncode == 0, done.stderr
+    table = pd.read_csv(tmp_path / "s.csv")
+    assert list(zip(table["dataset"], table["model"], strict=True)) == [("synth_em", "unet_modern")]
+    unknown = summarize_script("--datasets", "synth_em", "--models", "unet_x")
+    assert unknown.returncode == 1
+    assert "error: --models: 'unet_x' is not defined under model_defs" in unknown.stderr

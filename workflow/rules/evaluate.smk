@@ -62,7 +62,10 @@ rule summarize:
         "../envs/unetflow.yaml"
     params:
         rows=rows_dir,
+        datasets=" ".join(config["datasets"]),
+        models=" ".join(config["models"]),
         tracked=tracked("summarize"),
     shell:
         "python {input.script} --params params.yaml --rows {params.rows} "
-        "--csv {output.csv} --md {output.md} > {log} 2>&1"
+        "--csv {output.csv} --md {output.md} "
+        "--datasets {params.datasets} --models {params.models} > {log} 2>&1"
