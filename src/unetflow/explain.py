@@ -53,7 +53,13 @@ from unetflow.checkpoints import load_model
 from unetflow.datasets import read_split
 from unetflow.images import read_gray, read_processed_image, write_float_tiff
 from unetflow.inference import resolve_device, tile_starts
-from unetflow.models import UNet, foreground_probability, output_size, valid_input_sizes
+from unetflow.models import (
+    UNet,
+    evaluating,
+    foreground_probability,
+    output_size,
+    valid_input_sizes,
+)
 from unetflow.outputs import staged_dir
 from unetflow.progress import progress
 from unetflow.subgroups import FINDINGS, SEXES
@@ -100,14 +106,22 @@ def input_geometry(model: nn.Module, height: int, width: int) -> tuple[int, int]
     raise ExplainError(f"no input size up to {size + 4096} px covers a {size} px image")
 
 
-def full_logits(model: nn.Module, images: np.ndarray, device: torch.device | str) -> Tensor:
-    """N x C x H x W logits of N x H x W images (float32) at their own size (module docstring)."""
+def network_input(model: nn.Module, images: np.ndarray, device: torch.device | str) -> Tensor:
+    """N x 1 x S x S input of N x H x W images (float32), mirror-padded to the size S of
+    :func:`input_geometry`, channels-last (about twice as fast convolutions on the CPU)."""
     n, height, width = images.shape
     size, margin = input_geometry(model, height, width)
     pad = ((0, 0), (margin, size - height - margin), (margin, size - width - margin))
     padded = np.pad(images, pad, mode="reflect") if size != height or size != width else images
     x = torch.from_numpy(np.ascontiguousarray(padded, dtype=np.float32))[:, None].to(device)
-    x = x.contiguous(memory_format=torch.channels_last)  # ~2x faster convs on the CPU
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def full_logits(model: nn.Module, images: np.ndarray, device: torch.device | str) -> Tensor:
+    """N x C x H x W logits of N x H x W images (float32) at their own size (module docstring)."""
+    n, height, width = images.shape
+    x = network_input(model, images, device)
+    size = x.shape[-1]
     logits = model(x)
     if logits.shape[-2] < height or logits.shape[-1] < width:
         raise ExplainError(
@@ -169,7 +183,7 @@ def occlusion_map(
     ]
     total = np.zeros(image.shape, dtype=np.float64)
     count = np.zeros(image.shape, dtype=np.float64)
-    with _evaluating(model), torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         base = float(
             per_image_losses(full_logits(model, image[None], device), target, loss, weight)[0]
         )
@@ -183,17 +197,6 @@ def occlusion_map(
                 total[y : y + patch, x : x + patch] += value - base
                 count[y : y + patch, x : x + patch] += 1
     return (total / np.maximum(count, 1)).astype(np.float32), base
-
-
-@contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """The model in eval mode for the block; its previous mode restored afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 def unet_blocks(model: UNet) -> list[tuple[str, nn.Module]]:
@@ -234,7 +237,7 @@ def block_activations(
     """({label: mean over channels of the block's output, at its own resolution}, the H x W
     foreground probability), for one image; labels as in :func:`unet_blocks`."""
     image = np.asarray(image, dtype=np.float32)
-    with _evaluating(model), torch.inference_mode(), _recording(unet_blocks(model)) as outputs:
+    with evaluating(model), torch.inference_mode(), _recording(unet_blocks(model)) as outputs:
         logits = full_logits(model, image[None], device)
         maps = {label: out[0].float().mean(0).cpu().numpy() for label, out in outputs.items()}
     probability = foreground_probability(logits)[0].cpu().numpy()
@@ -256,17 +259,19 @@ def latent_vectors(
     batch_size: int = 16,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """N x D float32: the flattened bottleneck output of each image (all of one size)."""
-    bottleneck = [(label, m) for label, m in unet_blocks(model) if label == "bottleneck"]
+    """N x D float32: the flattened bottleneck output of each image (all of one size); only
+    the contracting path runs."""
+    if not isinstance(model, UNet):
+        raise ExplainError(f"model: {type(model).__name__} has no U-Net bottleneck to explain")
     rows: list[np.ndarray] = []
     batch: list[np.ndarray] = []
 
-    def flush(outputs: dict[str, Tensor]) -> None:
-        full_logits(model, np.stack(batch), device)
-        rows.append(outputs["bottleneck"].float().flatten(1).cpu().numpy())
+    def flush() -> None:
+        bottleneck = model.encode(network_input(model, np.stack(batch), device))[-1]
+        rows.append(bottleneck.float().flatten(1).cpu().numpy())
         batch.clear()
 
-    with _evaluating(model), torch.inference_mode(), _recording(bottleneck) as outputs:
+    with evaluating(model), torch.inference_mode():
         for image in images:
             if batch and np.shape(image) != batch[0].shape:
                 raise ExplainError(
@@ -275,9 +280,9 @@ def latent_vectors(
                 )
             batch.append(np.asarray(image, dtype=np.float32))
             if len(batch) == int(batch_size):
-                flush(outputs)
+                flush()
         if batch:
-            flush(outputs)
+            flush()
     if not rows:
         raise ExplainError("no images for the latent space")
     return np.concatenate(rows).astype(np.float32)

@@ -62,7 +62,7 @@ from unetflow.images import (
     write_float_tiff,
     write_png,
 )
-from unetflow.models import MeanMask, foreground_probability
+from unetflow.models import MeanMask, evaluating, foreground_probability
 from unetflow.outputs import staged_dir
 from unetflow.progress import progress
 
@@ -152,15 +152,10 @@ def predict_probability(
         raise InferenceError(f"image: expected a non-empty 2-D array, got shape {image.shape}")
     _check_settings(overlap=overlap, blend=blend, batch_size=batch_size, amp=amp)
     device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode(), _autocast(device, amp):
-            if isinstance(model, MeanMask):
-                return _whole_image(model, image, device)
-            return _overlap_tile(model, image, tile, overlap, blend, tta, batch_size, device)
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.inference_mode(), _autocast(device, amp):
+        if isinstance(model, MeanMask):
+            return _whole_image(model, image, device)
+        return _overlap_tile(model, image, tile, overlap, blend, tta, batch_size, device)
 
 
 def _check_settings(*, overlap: float, blend: str, batch_size: int, amp: str) -> None:

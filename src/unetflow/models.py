@@ -19,6 +19,8 @@ for which some max-pool would see an odd size, so that crops stay centred.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -245,14 +247,30 @@ class UNet(nn.Module):
         """The output size for a square input tile of `input_size` px (see `output_size`)."""
         return output_size(input_size, self.depth, self.padding)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """The output of every block of the contracting path, the bottleneck last."""
         skips = [self.inc(x)]
         for down in self.downs:
             skips.append(down(skips[-1]))
+        return skips
+
+    def forward(self, x: Tensor) -> Tensor:
+        skips = self.encode(x)
         x = self.dropout(skips.pop())
         for up in self.ups:
             x = up(x, skips.pop())
         return self.outc(x)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """The model in eval mode for the block; its previous mode restored afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _fan_in(module: nn.Conv2d | nn.ConvTranspose2d) -> int:
