@@ -8,16 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.cli import run_stage
-from unetflow.params import ParamsError, load_params
+from unetflow.params import check_params, load_params, schema_for
 from unetflow.reports import read_row, row_path, summarize
-
-
-def selection(params: dict, key: str, defs: str, given: list[str] | None) -> list[str]:
-    """`given` names (Snakemake's `--config` selection) if each is defined, else params[key]."""
-    for name in given or []:
-        if name not in params[defs]:
-            raise ParamsError(f"--{key}: '{name}' is not defined under {defs}")
-    return list(given or params[key])
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -31,9 +23,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
     args = parser.parse_args(argv)
     params = load_params(args.params)
-    datasets = selection(params, "datasets", "dataset_defs", args.datasets)
-    models = selection(params, "models", "model_defs", args.models)
-    runs = [(d, m) for d in datasets for m in models]
+    if args.datasets or args.models:  # Snakemake's --config selection, checked as params are
+        params = {
+            **params,
+            "datasets": args.datasets or params["datasets"],
+            "models": args.models or params["models"],
+        }
+        source = f"{args.params} with --datasets/--models"
+        check_params(params, schema_for(args.params), source=source)
+    runs = [(d, m) for d in params["datasets"] for m in params["models"]]
     rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
     summarize(rows, args.csv, args.md)
     print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}")

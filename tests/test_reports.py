@@ -287,4 +287,5 @@ def test_summarize_script_takes_snakemakes_selection_over_params(tmp_path):
     assert list(zip(table["dataset"], table["model"], strict=True)) == [("synth_em", "unet_modern")]
     unknown = summarize_script("--datasets", "synth_em", "--models", "unet_x")
     assert unknown.returncode == 1
-    assert "error: --models: 'unet_x' is not defined under model_defs" in unknown.stderr
+    assert "with --datasets/--models is invalid:" in unknown.stderr
+    assert "models: 'unet_x' is not defined under model_defs (" in unknown.stderr
