@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from unetflow.params import deep_merge
+from unetflow.sources import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,3 +101,12 @@ def run(
         output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
     return proc
+
+
+def tree_digest(folder: Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder` whose name is not in `ignore`, by relative path."""
+    return {
+        str(f.relative_to(folder)): sha256_file(f)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file() and f.name not in ignore
+    }

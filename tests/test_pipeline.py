@@ -4,7 +4,6 @@ The `tiny` preset of tests/project.py keeps the model stages to seconds."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from project import copy_project, run
+from project import copy_project, run, tree_digest
 from unetflow.checkpoints import load_model
 from unetflow.images import read_gray
 
@@ -22,6 +21,8 @@ pytestmark = pytest.mark.e2e
 
 DATASETS = ["synth_em", "isbi2012", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
+# Snakemake's marker in directory outputs; DVC writes none.
+SNAKEMAKE_OWN = (".snakemake_timestamp",)
 OUTPUTS = [
     f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS
 ] + [
@@ -30,15 +31,6 @@ OUTPUTS = [
     for model in MODELS
     for out in ("predictions", "metrics.json", "per_image.csv", "explain")
 ]
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, by relative path."""
-    return {
-        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(folder.rglob("*"))
-        if f.is_file() and f.name != ".snakemake_timestamp"
-    }
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +51,9 @@ def test_both_engines_produce_identical_outputs(engines):
         if smk.is_file():
             assert smk.read_bytes() == dvc.read_bytes(), f"{out} differs between engines"
         else:
-            assert tree_digest(smk) == tree_digest(dvc), f"{out} differs between engines"
+            assert tree_digest(smk, SNAKEMAKE_OWN) == tree_digest(dvc, SNAKEMAKE_OWN), (
+                f"{out} differs between engines"
+            )
     augmented = engines["dvc"] / "data/augmented/isbi2012"
     assert len(list((augmented / "images").glob("*.tif"))) == 20  # 20 train slices x 1 copy
     assert (augmented / "examples.png").stat().st_size > 10_000

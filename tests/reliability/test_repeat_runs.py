@@ -10,7 +10,6 @@ model.pt's training summary (`seconds`, `images_per_s`) and the `img_per_s` curv
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from project import copy_project, tool_env
+from project import copy_project, tool_env, tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -56,15 +55,6 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
                 f"snakemake in {project} exited {proc.returncode}\n{log.read_text()[-4000:]}"
             )
     return projects[0], projects[1]
-
-
-def tree_digest(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, by relative path."""
-    return {
-        str(f.relative_to(folder)): hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in sorted(folder.rglob("*"))
-        if f.is_file()
-    }
 
 
 @pytest.mark.parametrize("name", ["metrics.json", "per_image.csv", "subgroups.csv"])
