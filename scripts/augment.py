@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.augmentation import augment_dataset
-from unetflow.cli import dataset_config, run_stage, stage_parser
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -16,7 +16,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
     parser.add_argument("--out", type=Path, required=True, help="data/augmented/<dataset>")
     args = parser.parse_args(argv)
-    params, dataset = dataset_config(args.params, args.dataset, args.preset)
+    params = job_params(args.params, "augment", preset=args.preset, dataset=args.dataset)
+    dataset = params["dataset_defs"][args.dataset]
     augment_dataset(
         args.processed,
         args.out,

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import dataset_config, run_stage, stage_parser
 from unetflow.sources import download_dataset
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -18,9 +18,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--manifest", type=Path, required=True, help="the dataset's manifest")
     parser.add_argument("--out", type=Path, required=True, help="data/raw/<dataset>")
     args = parser.parse_args(argv)
-    params, dataset = dataset_config(args.params, args.dataset, preset=None)
+    params = job_params(args.params, "download", dataset=args.dataset)
     download_dataset(
-        args.dataset, dataset, params["download"], args.manifest, args.out, seed=params["seed"]
+        args.dataset,
+        params["dataset_defs"][args.dataset],
+        params["download"],
+        args.manifest,
+        args.out,
+        seed=params["seed"],
     )
 
 

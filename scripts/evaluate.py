@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import dataset_config, run_stage, stage_parser
-from unetflow.evaluation import evaluate
-from unetflow.reports import summary_row, write_row
+from unetflow.evaluation import evaluate, summary_row
+from unetflow.rows import write_row
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,7 +26,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--subgroups", type=Path, required=True, help="subgroups.csv to write")
     parser.add_argument("--row", type=Path, required=True, help="the summary row to write")
     args = parser.parse_args(argv)
-    _, dataset = dataset_config(args.params, args.dataset, preset=args.preset)
+    params = job_params(
+        args.params, "evaluate", preset=args.preset, dataset=args.dataset, model=args.model
+    )
+    dataset = params["dataset_defs"][args.dataset]
     summary = evaluate(
         dataset=args.dataset,
         kind=dataset["kind"],
@@ -49,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         dataset=args.dataset,
         model=args.model,
         kind=dataset["kind"],
-        preset=args.preset,
+        preset=params["preset"],
         subgroups=args.subgroups,
     )
     write_row(args.row, row)

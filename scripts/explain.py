@@ -7,9 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import run_stage, stage_parser
 from unetflow.explain import explain_run
-from unetflow.params import load_params
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -21,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-image", type=Path, required=True, help="evaluate's per_image.csv")
     parser.add_argument("--out", type=Path, required=True, help="the explain folder to write")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
+    params = job_params(args.params, "explain", dataset=args.dataset, model=args.model)
     started = time.perf_counter()
     summary = explain_run(
         dataset=args.dataset,

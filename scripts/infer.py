@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import dataset_config, run_stage, stage_parser
 from unetflow.inference import infer_dataset
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -18,7 +18,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
     parser.add_argument("--out", type=Path, required=True, help="results/<d>/<m>/predictions")
     args = parser.parse_args(argv)
-    params, _ = dataset_config(args.params, args.dataset, args.preset)
+    params = job_params(args.params, "infer", preset=args.preset, dataset=args.dataset)
     infer_dataset(
         checkpoint=args.checkpoint,
         processed=args.processed,

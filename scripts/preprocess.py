@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import dataset_config, run_stage, stage_parser
 from unetflow.cxr import preprocess_cxr
 from unetflow.datasets import preprocess_em
+from unetflow.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -17,7 +17,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--raw", type=Path, required=True, help="data/raw/<dataset>")
     parser.add_argument("--out", type=Path, required=True, help="data/processed/<dataset>")
     args = parser.parse_args(argv)
-    params, dataset = dataset_config(args.params, args.dataset, args.preset)
+    params = job_params(args.params, "preprocess", preset=args.preset, dataset=args.dataset)
+    dataset = params["dataset_defs"][args.dataset]
     # the schema allows only these two kinds, checked when params.yaml is loaded
     if dataset["kind"] == "cxr":  # a seeded split, unlike EM's fixed slice ranges
         preprocess_cxr(args.raw, args.out, dataset, seed=params["seed"], dataset=args.dataset)

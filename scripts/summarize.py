@@ -7,9 +7,10 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import run_stage
 from unetflow.params import check_params, load_params, schema_for
-from unetflow.reports import read_row, row_path, summarize
+from unetflow.reports import summarize
+from unetflow.rows import read_row, row_path
+from unetflow.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:

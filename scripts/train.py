@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cli import dataset_config, model_config, run_stage, stage_parser
+from unetflow.stage import job_params, run_stage, stage_parser
 from unetflow.training import train
 
 
@@ -24,14 +24,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--live", type=Path, required=True, help="DVCLive folder")
     parser.add_argument("--checkpoints", type=Path, required=True, help="resume checkpoints")
     args = parser.parse_args(argv)
-    params, dataset = dataset_config(args.params, args.dataset, args.preset)
+    params = job_params(
+        args.params, "train", preset=args.preset, dataset=args.dataset, model=args.model
+    )
     train(
         dataset=args.dataset,
-        dataset_cfg=dataset,
+        dataset_cfg=params["dataset_defs"][args.dataset],
         processed=args.processed,
         augmented=args.augmented,
         model_name=args.model,
-        model_cfg=model_config(params, args.model, args.params),
+        model_cfg=params["model_defs"][args.model],
         train_cfg=params["train"],
         infer_cfg=params["infer"],
         seed=params["seed"],

@@ -17,13 +17,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What a clean clone holds that the engines need; data, results and caches stay behind.
 PROJECT_FILES = ["Snakefile", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
-PROJECT_DIRS = ["workflow", "scripts", "profiles", "data/manifests"]
+PROJECT_DIRS = ["workflow", "scripts", "profiles", "data/manifests", "src"]
+# Left out of the copied folders: caches and build metadata.
+IGNORED = ("__pycache__", "*.egg-info")
 
 
+# Run settings of the tiny projects (base keys: presets overlay only dataset_defs and model_defs).
+TINY_RUN = {"train": {"workers": 0, "threads": 1}, "infer": {"batch_size": 16}}
 # A preset small enough that the model stages of a test finish in seconds on 2 cores.
 TINY_PRESET = {
-    "train": {"workers": 0, "threads": 1},
-    "infer": {"batch_size": 16},
     "model_defs": {
         "unet_modern": {
             "width": 4,
@@ -44,11 +46,19 @@ TINY_SYNTH_EM_SPLIT = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
 TINY_SYNTH_CXR = {"type": "synthetic", "n_images": 22, "n_unmasked": 2, "size": 128}
 
 
-def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params: object) -> Path:
+def complete_preset(overlay: dict, values: dict) -> dict:
+    """`overlay` as a preset of `values` (a params dict): every dataset and model listed."""
+    listing = {defs: dict.fromkeys(values[defs], {}) for defs in ("dataset_defs", "model_defs")}
+    return deep_merge(listing, overlay)
+
+
+def copy_project(
+    dest: Path, *, git: bool = False, tiny: bool = False, base: dict | None = None, **params: object
+) -> Path:
     """Copy the project to `dest`, override top-level params, optionally as a git + DVC repo.
 
-    `tiny` adds the `tiny` preset (selected) and shrinks synth_em and synth_cxr, for
-    end-to-end tests.
+    `tiny` adds the `tiny` preset (selected) and `TINY_RUN`, and shrinks synth_em and
+    synth_cxr, for end-to-end tests; `base` is merged over the base keys after that.
     """
     if tiny:
         params.setdefault("preset", "tiny")
@@ -56,19 +66,22 @@ def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params:
     for name in PROJECT_FILES:
         shutil.copy2(ROOT / name, dest / name)
     for name in PROJECT_DIRS:
-        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-    if params or tiny:
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns(*IGNORED))
+    if params or tiny or base:
         values = yaml.safe_load((dest / "params.yaml").read_text())
-        values.update(params)
         if tiny:
-            values["presets"]["tiny"] = TINY_PRESET
+            values = deep_merge(values, TINY_RUN)
+            tiny_preset = complete_preset(TINY_PRESET, values)
+            values["presets"]["tiny"] = tiny_preset
             # The same but for one augmentation setting, to switch presets in a test.
             values["presets"]["tiny_b"] = deep_merge(
-                TINY_PRESET, {"dataset_defs": {"synth_em": {"augment": {"copies": 2}}}}
+                tiny_preset, {"dataset_defs": {"synth_em": {"augment": {"copies": 2}}}}
             )
             values["dataset_defs"]["synth_em"]["source"] = TINY_SYNTH_EM
             values["dataset_defs"]["synth_em"]["split"] = TINY_SYNTH_EM_SPLIT
             values["dataset_defs"]["synth_cxr"]["source"] = TINY_SYNTH_CXR
+        values = deep_merge(values, base or {})
+        values.update(params)
         (dest / "params.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     if git:
         run(["git", "init", "-q"], dest)
@@ -84,10 +97,15 @@ def copy_project(dest: Path, *, git: bool = False, tiny: bool = False, **params:
     return dest
 
 
-def tool_env(**extra: str) -> dict[str, str]:
-    """The environment for engine subprocesses: this venv first on PATH, no TTY progress."""
+def tool_env(project: Path | None = None, **extra: str) -> dict[str, str]:
+    """The environment for engine subprocesses: this venv first on PATH, and `project`'s own
+    src/ first on PYTHONPATH, so that the code a stage runs is the code its deps track."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if project is not None and (Path(project) / "src").is_dir():
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(Path(project).resolve() / "src"), env.get("PYTHONPATH")])
+        )
     env.update(extra)
     return env
 
@@ -96,7 +114,7 @@ def run(
     cmd: list[str], cwd: Path, *, check: bool = True, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run a command in `cwd`; on failure the error shows its output."""
-    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(**env), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(cwd, **env), capture_output=True, text=True)
     if check and proc.returncode != 0:
         output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")

@@ -10,8 +10,8 @@ import pytest
 from scipy import ndimage
 
 from unetflow.augmentation import augment_arrays, augment_dataset, augment_pair
-from unetflow.datasets import DataError
 from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
+from unetflow.processed import DataError
 
 SIZE = 64
 FULL = {

@@ -28,9 +28,9 @@ from unetflow.cxr import (
     split_sizes,
     stratified_split,
 )
-from unetflow.datasets import SCORE_MASKS, DataError, read_split, scoring_mask_path
 from unetflow.images import read_float_tiff, read_gray, write_png
 from unetflow.params import load_params, resolve
+from unetflow.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
 from unetflow.synthetic import generate_synth_cxr
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}

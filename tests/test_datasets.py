@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 import tifffile
 
-from unetflow.datasets import DataError, preprocess_em, read_split
+from unetflow.datasets import preprocess_em
 from unetflow.images import read_float_tiff, read_gray, write_png
+from unetflow.processed import DataError, read_split
 from unetflow.weightmaps import border_weight_map
 
 N, N_TEST, SIZE = 10, 4, 64

@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 
 from unetflow import metrics as m
-from unetflow.datasets import DataError
 from unetflow.evaluation import (
     COMMON_METRICS,
     METRICS,
@@ -22,6 +21,7 @@ from unetflow.evaluation import (
     read_curves,
 )
 from unetflow.images import read_gray, write_float_tiff, write_png
+from unetflow.processed import DataError
 
 N = 32
 

@@ -72,16 +72,32 @@ BROKEN = [
     ("models", ["unet_nope"], r"models: 'unet_nope' is not defined under model_defs"),
     ("preset", "fast", r"preset: 'fast' is not one of"),
     (
-        "presets.quick.model_defs",
-        {"unet_modern": {"depth": 0}},
+        "presets.quick.model_defs.unet_modern",
+        {"depth": 0},
         r"presets\.quick -> model_defs\.unet_modern\.depth: 0 is less than",
     ),
     (
-        "presets.quick.dataset_defs",
-        {"isbi2012": {"source": {"type": "synthetic"}}},
-        r"presets\.quick\.dataset_defs\.isbi2012\.source: a preset may not change",
+        "presets.quick.dataset_defs.isbi2012",
+        {"source": {"type": "synthetic"}},
+        r"presets\.quick\.dataset_defs\.isbi2012\.source: a preset may not change where",
     ),
-    ("presets.quick.trian", {}, r"presets\.quick: 'trian' is not one of"),
+    (
+        "presets.quick.dataset_defs.isbi2012",
+        {"kind": "cxr"},
+        r"presets\.quick\.dataset_defs\.isbi2012\.kind: a preset may not change a dataset's kind",
+    ),
+    (
+        "presets.full.model_defs",
+        {"unet_modern": {}},
+        r"presets\.full\.model_defs: \['baseline_mean', 'unet_andersen', 'unet_delft', "
+        r"'unet_paper'\] missing; every preset lists every entry of model_defs \(\{\} for no",
+    ),
+    (
+        "presets.full.dataset_defs.isbi2013",
+        {},
+        r"presets\.full\.dataset_defs\.isbi2013: not defined under dataset_defs \(\['isbi2012'",
+    ),
+    ("presets.quick.trian", {}, r"presets\.quick: .*'trian' was unexpected"),
 ]
 
 

@@ -14,19 +14,10 @@ import torch
 import yaml
 
 from unetflow.checkpoints import save_model
+from unetflow.evaluation import summary_row
 from unetflow.models import MeanMask, UNet
-from unetflow.reports import (
-    REFERENCES,
-    SUMMARY_COLUMNS,
-    ReportError,
-    comparison_rows,
-    markdown_table,
-    read_row,
-    row_path,
-    summarize,
-    summary_row,
-    write_row,
-)
+from unetflow.reports import REFERENCES, comparison_rows, markdown_table, summarize
+from unetflow.rows import SUMMARY_COLUMNS, ReportError, read_row, row_path, write_row
 from unetflow.subgroups import subgroup_table
 
 ROOT = Path(__file__).resolve().parents[1]

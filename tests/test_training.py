@@ -27,6 +27,7 @@ from unetflow.augmentation import augment_dataset
 from unetflow.checkpoints import load_model
 from unetflow.datasets import preprocess_em
 from unetflow.images import ImageError, read_float_tiff, read_gray, write_float_tiff
+from unetflow.losses import loss_value, soft_dice_loss
 from unetflow.metrics import dice, iou
 from unetflow.models import MeanMask, UNet
 from unetflow.synthetic import generate_synth_em
@@ -38,8 +39,6 @@ from unetflow.training import (
     _Pairs,
     _settings,
     dataset_allows_flips,
-    loss_value,
-    soft_dice_loss,
     train,
 )
 

@@ -38,9 +38,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from unetflow.datasets import DataError, read_split
 from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.outputs import staged_dir
+from unetflow.processed import DataError, read_split
 from unetflow.progress import progress
 
 INDEX_COLUMNS = [

@@ -1,77 +1,13 @@
-"""Command-line plumbing shared by the stage scripts."""
+"""The `unetflow` console command."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from unetflow.params import ParamsError, load_params, resolve
-from unetflow.sources import DownloadError
-
-# Errors that are the user's to fix: printed as one clear line, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ParamsError,
-    DownloadError,
-    FileNotFoundError,
-)
-# Those of heavier modules are looked up only once loaded (an exception of a class implies its
-# module is loaded), so that a params error or a download never imports pandas, skimage or torch.
-LAZY_ERRORS = (
-    ("unetflow.images", "ImageError"),
-    ("unetflow.datasets", "DataError"),
-    ("unetflow.checkpoints", "CheckpointError"),
-    ("unetflow.inference", "InferenceError"),
-    ("unetflow.training", "TrainingError"),
-    ("unetflow.reports", "ReportError"),
-    ("unetflow.explain", "ExplainError"),
-)
-
-
-def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus the error types of the heavier modules already loaded."""
-    loaded = [getattr(sys.modules[m], name) for m, name in LAZY_ERRORS if m in sys.modules]
-    return USER_ERRORS + tuple(loaded)
-
-
-def stage_parser(description: str | None) -> argparse.ArgumentParser:
-    """An argument parser with the options every stage takes: --params and --dataset."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
-    parser.add_argument("--dataset", required=True, help="a name under dataset_defs")
-    return parser
-
-
-def dataset_config(params_path: Path, dataset: str, preset: str | None) -> tuple[dict, dict]:
-    """(resolved params, resolved dataset_defs entry) for a stage, validated."""
-    params = resolve(load_params(params_path), preset)
-    if dataset not in params["dataset_defs"]:
-        raise ParamsError(
-            f"{params_path}: dataset '{dataset}' is not defined under dataset_defs "
-            f"({sorted(params['dataset_defs'])})"
-        )
-    return params, params["dataset_defs"][dataset]
-
-
-def model_config(params: dict, model: str, params_path: Path) -> dict:
-    """The resolved model_defs entry of `model`, or a ParamsError naming it."""
-    if model not in params["model_defs"]:
-        raise ParamsError(
-            f"{params_path}: model '{model}' is not defined under model_defs "
-            f"({sorted(params['model_defs'])})"
-        )
-    return params["model_defs"][model]
-
-
-def run_stage(main: Callable[[Sequence[str] | None], Any]) -> None:
-    """Run a stage's main; a user error becomes `error: <message>` and exit status 1."""
-    try:
-        main(None)
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+from unetflow.stage import user_errors
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -103,12 +39,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     predict.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     predict.add_argument("--amp", choices=["none", "bf16", "fp16"], default="none")
     predict.set_defaults(handler=_predict)
+    sync = commands.add_parser(
+        "sync",
+        help="hand a finished run from one engine to the other",
+        description=(
+            "After `snakemake [--config ...]`: `unetflow sync --to dvc [--config ...]` (the same "
+            "--config) writes the selection into params.yaml and records the run in dvc.lock. "
+            "After `dvc repro`, `dvc checkout` or `dvc pull`: `unetflow sync --to snakemake`. "
+            "Either way the other engine then has nothing to do. Run in the project folder."
+        ),
+    )
+    sync.add_argument("--to", choices=["dvc", "snakemake"], required=True, help="engine to update")
+    sync.add_argument(
+        "--config",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the selection Snakemake ran with (preset, datasets, models); --to dvc only",
+    )
+    sync.set_defaults(handler=_sync)
     args = parser.parse_args(argv)
+    if args.command == "sync" and args.to == "snakemake" and args.config:
+        parser.error("--config goes with --to dvc: DVC's selection is params.yaml's")
     try:
         args.handler(args)
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _sync(args: argparse.Namespace) -> None:
+    """`unetflow sync`: one command each way between Snakemake and DVC."""
+    from unetflow.sync import to_dvc, to_snakemake
+
+    project = Path.cwd()
+    print(to_dvc(project, args.config) if args.to == "dvc" else to_snakemake(project))
 
 
 def _predict(args: argparse.Namespace) -> None:

@@ -59,9 +59,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.datasets import SCORE_MASKS, SPLIT_NAMES, DataError, unit_intensities
+from unetflow.datasets import unit_intensities
 from unetflow.images import ImageError, read_gray, resize_image, write_float_tiff, write_png
 from unetflow.outputs import staged_dir
+from unetflow.processed import SCORE_MASKS, SPLIT_NAMES, DataError
 from unetflow.progress import progress
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Preprocessing of the EM membrane datasets (isbi2012, synth_em) and reading of split.csv.
+"""Preprocessing of the EM membrane datasets (isbi2012, synth_em).
 
 Raw input (``data/raw/<dataset>/``) comes in one of two layouts, detected automatically:
 
@@ -49,19 +49,10 @@ from unetflow.images import (
     write_png,
 )
 from unetflow.outputs import staged_dir
+from unetflow.processed import PREDICT_SPLIT, SPLIT_COLUMNS, SPLIT_NAMES, DataError
 from unetflow.progress import progress
 
-SPLIT_NAMES = ("train", "val", "test")
-PREDICT_SPLIT = "predict"
-SPLIT_COLUMNS = ["id", "split", "source", "index", "height", "width"]
 LABEL_NAMES = {"0": "membrane", "1": "cell"}
-# Masks at the scoring resolution, written by CXR preprocessing when it differs from the
-# training resolution (``preprocess.score_size``); absent otherwise (scored on ``masks/``).
-SCORE_MASKS = "score_masks"
-
-
-class DataError(ValueError):
-    """Input data that cannot be used; the message names the file (or key) and what was expected."""
 
 
 @dataclass(frozen=True)
@@ -179,34 +170,6 @@ def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) 
     write_float_tiff(work / "weights" / f"{sid}.tif", weights, level=1)
     if not (work / "weight_map.png").exists():
         weight_map_figure(mask, weights, sid).savefig(work / "weight_map.png", dpi=100)
-
-
-def read_split(processed: Path) -> pd.DataFrame:
-    """Read ``<processed>/split.csv``; ids and split names stay strings (no NA parsing)."""
-    path = Path(processed) / "split.csv"
-    try:
-        table = pd.read_csv(path, dtype={"id": str, "split": str}, keep_default_na=False)
-    except FileNotFoundError as exc:
-        raise DataError(
-            f"{path}: not found; expected the split table of a preprocessed set"
-        ) from exc
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse as CSV ({exc})") from exc
-    missing = [c for c in ("id", "split") if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {missing}; expected at least id,split")
-    if table["id"].duplicated().any():
-        dups = sorted(table.loc[table["id"].duplicated(), "id"].unique())[:5]
-        raise DataError(f"{path}: duplicate id(s) {dups}; expected unique ids")
-    return table
-
-
-def scoring_mask_path(processed: Path, sid: str) -> Path:
-    """The mask image `sid` is scored against: ``score_masks/<id>.png`` when the processed set
-    has a score_masks/ folder, else ``masks/<id>.png`` (the training masks)."""
-    processed = Path(processed)
-    folder = SCORE_MASKS if (processed / SCORE_MASKS).is_dir() else "masks"
-    return processed / folder / f"{sid}.png"
 
 
 def _parse_split(split: Any) -> dict[str, tuple[int, int]]:

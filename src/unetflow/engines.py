@@ -1,26 +1,24 @@
-"""Glue between the two engines: Snakemake's config checks and params read from dvc.yaml.
+"""Glue between the two engines: Snakemake's config checks, and deps read from dvc.yaml.
 
-Param dependencies are declared once, in dvc.yaml. Snakemake rules ask `tracked_params_for`
-for the same keys, with their values, so both engines rerun a stage on the same changes.
+Param and code dependencies are declared once, in dvc.yaml. Snakemake rules ask
+`tracked_params_for` for the same keys, with their values, and `code_deps` for the same
+source files, so both engines re-run a stage on the same changes.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from unetflow.params import ParamsError, check_params, schema_for
+from unetflow.stage import dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in
 # params.yaml so that the scripts, which read params.yaml, see what the engine sees.
 COMMAND_LINE_KEYS = ("preset", "datasets", "models")
-
-_PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 
 
 def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) -> None:
@@ -41,33 +39,9 @@ def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) ->
     check_params(config, schema_for(params_path), source=str(source))
 
 
-@cache
-def _dvc_stages(dvc_yaml: str) -> dict[str, Any]:
-    return yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
-
-
-def lookup(config: dict[str, Any], dotted: str) -> Any:
-    """The value at a dotted key such as `dataset_defs.isbi2012.split`."""
-    value: Any = config
-    for part in dotted.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise ParamsError(f"params.yaml: key '{dotted}' (tracked in dvc.yaml) is missing")
-        value = value[part]
-    return value
-
-
-def tracked_keys(
-    dvc_yaml: str, stage: str, config: dict[str, Any], item: dict[str, str]
-) -> list[str]:
-    """The params keys a dvc.yaml stage tracks, with `${item.*}` and `${key}` filled in."""
-
-    def fill(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name.startswith("item."):
-            return item[name.removeprefix("item.")]
-        return str(lookup(config, name))
-
-    return [_PLACEHOLDER.sub(fill, key) for key in _dvc_stages(dvc_yaml)[stage].get("params", [])]
+def code_deps(dvc_yaml: str, stage: str) -> list[str]:
+    """The unetflow source files a dvc.yaml stage depends on (its `deps` under src/)."""
+    return [dep for dep in dvc_stages(dvc_yaml)[stage]["deps"] if dep.startswith("src/")]
 
 
 def tracked_params_for(

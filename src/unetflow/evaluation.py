@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +53,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from unetflow import metrics as m
-from unetflow.datasets import DataError, read_split, scoring_mask_path
+from unetflow.checkpoints import CheckpointError, load_model
 from unetflow.images import (
     ImageError,
     read_float_tiff,
@@ -63,9 +61,12 @@ from unetflow.images import (
     read_processed_image,
     resize_image,
 )
-from unetflow.outputs import staged_dir
+from unetflow.models import count_parameters
+from unetflow.outputs import staged_dir, write_text_atomic
+from unetflow.processed import DataError, read_split, scoring_mask_path
 from unetflow.progress import progress
-from unetflow.subgroups import age_figure, subgroup_table
+from unetflow.rows import HEADLINE, ReportError, finite
+from unetflow.subgroups import SUBGROUP_METRICS, age_figure, subgroup_table
 
 EVAL_SPLITS = ("val", "test")
 COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
@@ -223,17 +224,57 @@ def _load_pair(
     return pred, truth, prob
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+def summary_row(
+    metrics_path: Path,
+    checkpoint: Path,
+    *,
+    dataset: str,
+    model: str,
+    kind: str,
+    preset: str,
+    subgroups: Path | None = None,
+) -> dict[str, Any]:
+    """The summary.csv row of one run, from its metrics.json and its model.pt; with
+    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records for summary.md."""
+    metrics = _read_metrics(Path(metrics_path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        net, meta = load_model(Path(checkpoint))
+    except CheckpointError as exc:
+        raise ReportError(str(exc)) from exc
+    train = meta.get("train") or {}
+    test = metrics.get("test") or {}
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "kind": kind,
+        "model": model,
+        "preset": preset,
+        "n_test": int(metrics.get("n_test", 0)),
+    }
+    for name in HEADLINE:
+        row[f"test_{name}"] = finite(test.get(name))
+    row["train_seconds"] = finite(train.get("seconds"))
+    row["parameters"] = count_parameters(net)
+    row["device"] = str(train.get("device", ""))
+    if subgroups is not None:
+        table = pd.read_csv(subgroups)
+        row["subgroups"] = [
+            {k: finite(v) if k in SUBGROUP_METRICS else v for k, v in record.items()}
+            for record in table.to_dict("records")
+        ]
+    return row
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json of the evaluate stage; errors name the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: not found; expected the evaluate stage's metrics") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "n_test" not in data:
+        raise ReportError(f"{path}: expected an object with n_test (and test, val sections)")
+    return data
 
 
 # --------------------------------------------------------------------------- figures

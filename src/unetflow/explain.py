@@ -50,9 +50,9 @@ from skimage.transform import resize
 from torch import Tensor, nn
 
 from unetflow.checkpoints import load_model
-from unetflow.datasets import read_split
 from unetflow.images import read_gray, read_processed_image, write_float_tiff
 from unetflow.inference import resolve_device, tile_starts
+from unetflow.losses import loss_value
 from unetflow.models import (
     UNet,
     evaluating,
@@ -61,9 +61,9 @@ from unetflow.models import (
     valid_input_sizes,
 )
 from unetflow.outputs import staged_dir
+from unetflow.processed import read_split
 from unetflow.progress import progress
 from unetflow.subgroups import FINDINGS, SEXES
-from unetflow.training import loss_value
 
 #: The test-split groups whose best and worst image (by IoU) are explained, in this order.
 GROUPS = ("male", "female", "normal", "abnormal")

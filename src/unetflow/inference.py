@@ -53,7 +53,6 @@ import torch
 from torch import nn
 
 from unetflow.checkpoints import load_model
-from unetflow.datasets import SCORE_MASKS, read_split
 from unetflow.images import (
     ImageError,
     read_gray,
@@ -64,6 +63,7 @@ from unetflow.images import (
 )
 from unetflow.models import MeanMask, evaluating, foreground_probability
 from unetflow.outputs import staged_dir
+from unetflow.processed import SCORE_MASKS, read_split
 from unetflow.progress import progress
 
 BLENDS = ("mean", "gaussian")

@@ -1,4 +1,4 @@
-"""Atomic stage outputs: a folder appears at its final path only once it is complete."""
+"""Atomic stage outputs: a folder or file appears at its final path only once it is complete."""
 
 from __future__ import annotations
 
@@ -39,3 +39,16 @@ def staged_dir(final: str | os.PathLike[str]) -> Iterator[Path]:
     work.rename(final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

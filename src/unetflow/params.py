@@ -80,16 +80,39 @@ def check_params(
         errors += _cross_errors(params)
     if not errors:
         for name, preset in params["presets"].items():
-            for dataset, override in (preset.get("dataset_defs") or {}).items():
-                if isinstance(override, dict) and "source" in override:
-                    errors.append(
-                        f"presets.{name}.dataset_defs.{dataset}.source: a preset may not change "
-                        "where data comes from"
-                    )
+            own = _preset_errors(params, name, preset)
             merged = deep_merge(params, preset)
-            errors += [f"presets.{name} -> {msg}" for msg in schema_errors(merged, schema)]
+            errors += own or [f"presets.{name} -> {m}" for m in schema_errors(merged, schema)]
     if errors:
         raise ParamsError(f"{source} is invalid:\n  " + "\n  ".join(errors))
+
+
+def _preset_errors(params: dict[str, Any], name: str, preset: dict[str, Any]) -> list[str]:
+    """A preset lists exactly the defined datasets and models, and keeps sources and kinds.
+
+    Every job tracks its own preset entry (dvc.yaml); DVC fails on a tracked key that is
+    missing, so the entries must all be there, `{}` where the preset changes nothing."""
+    errors = []
+    for defs in ("dataset_defs", "model_defs"):
+        listed, defined = preset[defs], params[defs]
+        missing = sorted(entry for entry in defined if entry not in listed)
+        if missing:
+            errors.append(
+                f"presets.{name}.{defs}: {missing} missing; every preset lists every entry of "
+                f"{defs} ({{}} for no change), so that each job can track its own"
+            )
+        errors += [
+            f"presets.{name}.{defs}.{entry}: not defined under {defs} ({sorted(defined)})"
+            for entry in listed
+            if entry not in defined
+        ]
+    for dataset, override in preset["dataset_defs"].items():
+        errors += [
+            f"presets.{name}.dataset_defs.{dataset}.{key}: a preset may not change {what}"
+            for key, what in (("source", "where data comes from"), ("kind", "a dataset's kind"))
+            if key in override
+        ]
+    return errors
 
 
 def _cross_errors(params: dict[str, Any]) -> list[str]:

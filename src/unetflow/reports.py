@@ -5,8 +5,8 @@ published references.
 :data:`SUMMARY_COLUMNS`: the run's names and preset, the test-set headline metrics of its
 ``metrics.json`` (empty where a metric does not apply, such as V_Rand for CXR, or where the
 test split is empty), the training time, parameter count and device from its ``model.pt``.
-The evaluate stage writes each run's row (:func:`summary_row`, :func:`write_row`) to
-``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
+The evaluate stage writes each run's row (``evaluation.summary_row``, ``rows.write_row``)
+to ``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
 ``summary.md`` shows the same table and a second one that pairs each run with
 every reference of :data:`REFERENCES` for its dataset kind, with the source and whether the
 test sets differ (they always do here; the column says how).
@@ -14,7 +14,6 @@ test sets differ (they always do here; the column says how).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,23 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from unetflow.checkpoints import CheckpointError, load_model
-from unetflow.evaluation import write_text_atomic
-from unetflow.models import count_parameters
+from unetflow.outputs import write_text_atomic
+from unetflow.rows import SUMMARY_COLUMNS
 from unetflow.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
-
-HEADLINE = ("dice", "iou", "pixel_error", "vrand", "vinfo", "rand_error", "hd95", "assd")
-SUMMARY_COLUMNS = (
-    "dataset",
-    "kind",
-    "model",
-    "preset",
-    "n_test",
-    *(f"test_{name}" for name in HEADLINE),
-    "train_seconds",
-    "parameters",
-    "device",
-)
 
 
 @dataclass(frozen=True)
@@ -110,81 +95,6 @@ COMPARISON_COLUMNS = (
     "test set differs",
     "source",
 )
-
-
-class ReportError(ValueError):
-    """A run that cannot be summarised; the message names the file."""
-
-
-def summary_row(
-    metrics_path: Path,
-    checkpoint: Path,
-    *,
-    dataset: str,
-    model: str,
-    kind: str,
-    preset: str,
-    subgroups: Path | None = None,
-) -> dict[str, Any]:
-    """The summary.csv row of one run, from its metrics.json and its model.pt; with
-    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records for summary.md."""
-    metrics = _read_metrics(Path(metrics_path))
-    try:
-        net, meta = load_model(Path(checkpoint))
-    except CheckpointError as exc:
-        raise ReportError(str(exc)) from exc
-    train = meta.get("train") or {}
-    test = metrics.get("test") or {}
-    row: dict[str, Any] = {
-        "dataset": dataset,
-        "kind": kind,
-        "model": model,
-        "preset": preset,
-        "n_test": int(metrics.get("n_test", 0)),
-    }
-    for name in HEADLINE:
-        row[f"test_{name}"] = _finite(test.get(name))
-    row["train_seconds"] = _finite(train.get("seconds"))
-    row["parameters"] = count_parameters(net)
-    row["device"] = str(train.get("device", ""))
-    if subgroups is not None:
-        table = pd.read_csv(subgroups)
-        row["subgroups"] = [
-            {k: _finite(v) if k in SUBGROUP_METRICS else v for k, v in record.items()}
-            for record in table.to_dict("records")
-        ]
-    return row
-
-
-def row_path(rows_dir: Path, dataset: str, model: str) -> Path:
-    """Where the evaluate stage leaves the summary row of a run: ``<rows>/<dataset>/<model>.json``.
-
-    One folder of rows lets DVC's summarize stage depend on every run through a single path
-    (dvc.yaml cannot list the datasets × models files, and cannot depend on ``results/``
-    while writing ``results/summary.csv`` inside it)."""
-    return Path(rows_dir) / dataset / f"{model}.json"
-
-
-def write_row(path: Path, row: dict[str, Any]) -> None:
-    """Write a summary row as JSON, atomically."""
-    write_text_atomic(Path(path), json.dumps(row, indent=2) + "\n")
-
-
-def read_row(path: Path) -> dict[str, Any]:
-    """A summary row written by :func:`write_row`; errors name the file."""
-    path = Path(path)
-    try:
-        row = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ReportError(
-            f"{path}: not found; expected the summary row that the evaluate stage writes"
-        ) from exc
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
-    missing = [c for c in SUMMARY_COLUMNS if not isinstance(row, dict) or c not in row]
-    if missing:
-        raise ReportError(f"{path}: expected a summary row with the keys {missing}")
-    return row
 
 
 def comparison_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -354,23 +264,3 @@ def _cell(value: Any, decimals: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.{decimals}f}"
     return str(value).replace("|", "\\|")
-
-
-def _finite(value: Any) -> float | None:
-    """`value` as a float, or None when absent or not a finite number."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _read_metrics(path: Path) -> dict[str, Any]:
-    """metrics.json of the evaluate stage; errors name the file."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ReportError(f"{path}: not found; expected the evaluate stage's metrics") from exc
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict) or "n_test" not in data:
-        raise ReportError(f"{path}: expected an object with n_test (and test, val sections)")
-    return data

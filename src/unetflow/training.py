@@ -13,11 +13,9 @@ Images are mirror-padded by the margin a valid-convolution model loses (``(tile 
 so border pixels are targets too; the target is the centred ``out`` x ``out`` crop. Images
 smaller than the output tile are mirror-padded up to it.
 
-Losses. ``ce``: 2-class softmax cross-entropy, multiplied by the per-pixel weight map when
-there is one; ``bce``: sigmoid binary cross-entropy with ``pos_weight`` (``auto`` = background
-/ foreground pixel ratio of the training masks); ``dice``: soft Dice (per image, smoothed by 1);
-``dice_ce``: soft Dice + (weighted) cross-entropy. ce/dice_ce models have 2 output channels,
-bce/dice ones 1.
+Losses (:mod:`unetflow.losses`): ``ce`` (weighted by the border weight map where there is
+one), ``bce`` with ``pos_weight`` (``auto`` = background / foreground pixel ratio of the
+training masks), ``dice`` and ``dice_ce``.
 
 Schedules are set per epoch: ``constant``; ``cosine`` from ``lr`` to ``min_lr``; ``poly``
 (``lr * (1 - epoch/epochs) ** poly_power``, floored at ``min_lr``); ``plateau`` (lr times
@@ -59,14 +57,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetflow.checkpoints import CheckpointError, atomic_torch_save, read_checkpoint, save_model
-from unetflow.datasets import read_split
 from unetflow.images import read_float_tiff, read_gray, read_processed_image
 from unetflow.inference import InferenceError, predict_probability, resolve_device
+from unetflow.losses import LOSSES, loss_value, out_channels_for, probability_bce
 from unetflow.metrics import dice, iou
-from unetflow.models import MeanMask, build_model, foreground_probability
+from unetflow.models import MeanMask, build_model
+from unetflow.processed import read_split
 from unetflow.progress import progress
 
-LOSSES = ("ce", "bce", "dice", "dice_ce")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "plateau", "cosine", "poly")
 SELECTS = ("dice", "iou", "loss")
@@ -112,7 +110,6 @@ INFER_DEFAULTS: dict[str, Any] = {
 SPEED_ONLY_KEYS = ("workers", "threads", "checkpoint_every")
 LAST = "last.pt"
 CHECKPOINT_FORMAT = 1
-EPS = 1e-6
 
 
 class TrainingError(RuntimeError):
@@ -217,11 +214,6 @@ def _settings(model_name: str, model_cfg: dict, train_cfg: dict, infer_cfg: dict
         },
         threshold=_number("infer.threshold", i["threshold"], 0.0),
     )
-
-
-def out_channels_for(loss: str) -> int:
-    """2 softmax channels for ce/dice_ce, 1 sigmoid channel for bce/dice."""
-    return 2 if loss in ("ce", "dice_ce") else 1
 
 
 # --------------------------------------------------------------------------- data
@@ -434,48 +426,6 @@ class TileBatches(torch.utils.data.Dataset):
 def _dihedral(a: np.ndarray, turns: int, flip: bool) -> np.ndarray:
     a = np.rot90(a, turns)
     return np.ascontiguousarray(a[:, ::-1] if flip else a)
-
-
-# --------------------------------------------------------------------------- losses
-
-
-def soft_dice_loss(prob: Tensor, target: Tensor) -> Tensor:
-    """1 - soft Dice per image (smoothed by 1), averaged over the batch."""
-    dims = tuple(range(1, prob.ndim))
-    inter = (prob * target).sum(dims)
-    total = prob.sum(dims) + target.sum(dims)
-    return 1.0 - ((2.0 * inter + 1.0) / (total + 1.0)).mean()
-
-
-def loss_value(
-    loss: str,
-    logits: Tensor,
-    target: Tensor,
-    weight: Tensor | None = None,
-    pos_weight: Tensor | None = None,
-) -> Tensor:
-    """The training loss of N x C x h x w logits against N x h x w {0, 1} targets (float32)."""
-    logits = logits.float()
-    value = logits.new_zeros(())
-    if loss in ("ce", "dice_ce"):
-        ce = F.cross_entropy(logits, target.long(), reduction="none")
-        if weight is not None:
-            ce = ce * weight
-        value = value + ce.mean()
-    if loss == "bce":
-        value = value + F.binary_cross_entropy_with_logits(
-            logits[:, 0], target.float(), pos_weight=pos_weight
-        )
-    if loss in ("dice", "dice_ce"):
-        value = value + soft_dice_loss(foreground_probability(logits), target.float())
-    return value
-
-
-def probability_bce(prob: np.ndarray, truth: np.ndarray) -> float:
-    """Mean binary cross-entropy of a probability map against a {0, 1} mask."""
-    p = np.clip(prob.astype(np.float64), EPS, 1.0 - EPS)
-    t = truth.astype(bool)
-    return float(-np.where(t, np.log(p), np.log1p(-p)).mean())
 
 
 # --------------------------------------------------------------------------- schedule

@@ -27,7 +27,7 @@ import pytest
 import torch
 import yaml
 
-from project import ROOT, TINY_PRESET, copy_project, run, tool_env
+from project import ROOT, TINY_PRESET, complete_preset, copy_project, run, tool_env
 from unetflow.outputs import PARTIAL_MARK
 from unetflow.params import deep_merge
 
@@ -40,12 +40,9 @@ EPOCHS = 4
 # The tiny preset with a few more epochs, so that a kill after the first checkpoint lands
 # mid-run, and test-time augmentation, so that infer (and validation) takes about a second.
 PRESET = deep_merge(
-    TINY_PRESET,
-    {
-        "infer": {"tta": True},
-        "model_defs": {MODEL: {"train": {"epochs": EPOCHS, "steps_per_epoch": 4}}},
-    },
+    TINY_PRESET, {"model_defs": {MODEL: {"train": {"epochs": EPOCHS, "steps_per_epoch": 4}}}}
 )
+TTA = {"infer": {"tta": True}}
 # One torch thread per stage process: the 2 cores are shared (with the reference run, too), and
 # OpenMP threads that wait for a busy core slow a stage down several times.
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -57,15 +54,16 @@ DVC_TRAIN = ["dvc", "repro", "train"]
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     """A git + DVC project whose data stages DVC has run, to be copied by each test."""
-    presets = yaml.safe_load((ROOT / "params.yaml").read_text())["presets"]
+    values = yaml.safe_load((ROOT / "params.yaml").read_text())
     project = copy_project(
         tmp_path_factory.mktemp("interrupt") / "prepared",
         git=True,
         tiny=True,
+        base=TTA,
         datasets=[DATASET],
         models=[MODEL],
         preset="interrupt",
-        presets={**presets, "interrupt": PRESET},
+        presets={**values["presets"], "interrupt": complete_preset(PRESET, values)},
     )
     run(["dvc", "repro", "augment"], project, **ENV)
     return project
@@ -85,7 +83,7 @@ class Background:
         self.log = project.parent / f"{project.name}.log"
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
-                cmd, cwd=project, env=tool_env(**ENV), stdout=out, stderr=subprocess.STDOUT
+                cmd, cwd=project, env=tool_env(project, **ENV), stdout=out, stderr=subprocess.STDOUT
             )
 
     def done(self) -> Path:
@@ -131,7 +129,7 @@ def kill_when(cmd: list[str], project: Path, ready: Callable[[], bool], what: st
         proc = subprocess.Popen(
             cmd,
             cwd=project,
-            env=tool_env(**ENV),
+            env=tool_env(project, **ENV),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

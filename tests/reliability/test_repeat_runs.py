@@ -43,7 +43,7 @@ def runs(tmp_path_factory) -> tuple[Path, Path]:
             subprocess.Popen(
                 ["snakemake", "--cores", "1", "--until", "evaluate"],
                 cwd=project,
-                env=tool_env(**ENV),
+                env=tool_env(project, **ENV),
                 stdout=stack.enter_context(log.open("w")),
                 stderr=subprocess.STDOUT,
             )

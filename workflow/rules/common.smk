@@ -1,7 +1,8 @@
-# Helpers shared by the rules: config validation and the tracked params read from dvc.yaml.
+# Helpers shared by the rules: config validation, and the code deps and tracked params of each
+# stage, read from dvc.yaml (declared there once, for both engines).
 from pathlib import Path
 
-from unetflow.engines import check_config, tracked_params_for
+from unetflow.engines import check_config, code_deps, tracked_params_for
 
 # The schema (workflow/schemas/params.schema.yaml) and the checks it cannot express, with
 # one `key: problem` line per error, as the stage scripts report them under DVC.
@@ -11,6 +12,11 @@ check_config(config, "params.yaml")
 wildcard_constraints:
     dataset="[a-z0-9_]+",
     model="[a-z0-9_]+",
+
+
+def code(stage):
+    """The unetflow source files `stage` runs, so that Snakemake re-runs it when they change."""
+    return code_deps("dvc.yaml", stage)
 
 
 def tracked(stage):

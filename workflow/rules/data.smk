@@ -4,6 +4,7 @@
 rule download:
     input:
         script="scripts/download.py",
+        code=code("download"),
         manifest="data/manifests/{dataset}.tsv",
     output:
         raw=directory("data/raw/{dataset}"),
@@ -21,6 +22,7 @@ rule download:
 rule preprocess:
     input:
         script="scripts/preprocess.py",
+        code=code("preprocess"),
         raw="data/raw/{dataset}",
     output:
         processed=directory("data/processed/{dataset}"),
@@ -39,6 +41,7 @@ rule preprocess:
 rule augment:
     input:
         script="scripts/augment.py",
+        code=code("augment"),
         processed="data/processed/{dataset}",
     output:
         augmented=directory("data/augmented/{dataset}"),

@@ -5,6 +5,7 @@
 rule evaluate:
     input:
         script="scripts/evaluate.py",
+        code=code("evaluate"),
         processed="data/processed/{dataset}",
         checkpoint="results/{dataset}/{model}/model.pt",
         predictions="results/{dataset}/{model}/predictions",
@@ -43,6 +44,7 @@ rule evaluate:
 rule summarize:
     input:
         script="scripts/summarize.py",
+        code=code("summarize"),
         rows=expand(
             "results/rows/{dataset}/{model}.json",
             dataset=config["datasets"],

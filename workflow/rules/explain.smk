@@ -7,6 +7,7 @@
 rule explain:
     input:
         script="scripts/explain.py",
+        code=code("explain"),
         processed="data/processed/{dataset}",
         checkpoint="results/{dataset}/{model}/model.pt",
         per_image="results/{dataset}/{model}/per_image.csv",

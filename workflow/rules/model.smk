@@ -4,6 +4,7 @@
 rule train:
     input:
         script="scripts/train.py",
+        code=code("train"),
         processed="data/processed/{dataset}",
         augmented="data/augmented/{dataset}",
     output:
@@ -33,6 +34,7 @@ rule train:
 rule infer:
     input:
         script="scripts/infer.py",
+        code=code("infer"),
         checkpoint="results/{dataset}/{model}/model.pt",
         processed="data/processed/{dataset}",
     output:
