@@ -8,6 +8,7 @@ Each returns `{"<stage>@<wildcard values joined by ->": {"cmd", "deps", "outs", 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -93,3 +94,27 @@ def _snakemake_main(project: Path, config: dict[str, Any]) -> None:
 
 if __name__ == "__main__":
     _snakemake_main(Path(sys.argv[1]).resolve(), json.loads(sys.argv[2]))
+
+
+def planned_jobs(project: Path, *args: str) -> set[str]:
+    """The jobs `snakemake -n` plans, named as DVC names its stages (`train@synth_em-unet_modern`);
+    the target rule `all` left out."""
+    from project import run
+
+    out = run(["snakemake", "--dry-run", *args], project)
+    jobs = set()
+    for block in re.split(r"\n\s*\n", out.stdout + out.stderr):
+        rule = re.search(r"^(?:local)?rule (\w+):", block, re.M)
+        if rule is None or rule[1] == "all":
+            continue
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        values = [part.split("=", 1)[1] for part in wildcards[1].split(", ")] if wildcards else []
+        jobs.add(f"{rule[1]}@{'-'.join(values)}" if values else rule[1])
+    return jobs
+
+
+def dvc_changed(project: Path) -> set[str]:
+    """The stages `dvc status` lists as changed."""
+    from project import run
+
+    return set(json.loads(run(["dvc", "status", "--json"], project).stdout or "{}"))

@@ -1,4 +1,5 @@
-"""Snakemake and DVC define the same jobs: same commands, deps, outs and tracked params."""
+"""Snakemake and DVC define the same jobs: same commands, deps, outs and tracked params; and
+each stage's declared deps are exactly the code it imports and the params entries of its job."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from code_deps import code_closure
 from engine_jobs import dvc_jobs, snakemake_jobs
-from project import copy_project
+from project import ROOT, copy_project
 
 ALL_DATASETS = ["isbi2012", "shenzhen", "synth_em", "synth_cxr"]
 ALL_MODELS = ["unet_paper", "unet_delft", "unet_andersen", "unet_modern", "baseline_mean"]
@@ -64,6 +66,60 @@ def differences(snakemake: dict, dvc: dict, project: Path | None = None) -> list
                     f"{name} {field}: Snakemake {smk[field]!r} != DVC {dvc[name][field]!r}"
                 )
     return problems
+
+
+def code_problems(project: Path) -> list[str]:
+    """Where a dvc.yaml stage's src/ deps differ from what its script imports, transitively."""
+    problems = []
+    for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
+        script = project / "scripts" / f"{name}.py"
+        declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
+        imported = {str(f.relative_to(project)) for f in code_closure(script, project / "src")}
+        problems += [f"{name} code: misses {dep}" for dep in sorted(imported - declared)]
+        problems += [f"{name} code: {dep} is not imported" for dep in sorted(declared - imported)]
+    return problems
+
+
+ENTRY = re.compile(r"^(?P<defs>dataset_defs|model_defs)\.(?P<item>\$\{item\.(dataset|model)\})")
+PRESET_ENTRY = re.compile(
+    r"^presets\.\$\{preset\}\.(?P<entry>(dataset_defs|model_defs)\.\$\{item\.\w+\})$"
+)
+
+
+# Keys no preset may change (unetflow.params refuses it): tracked without the preset entry.
+PRESET_PROOF = ("dataset_defs.${item.dataset}.kind", "dataset_defs.${item.dataset}.source")
+
+
+def param_problems(project: Path) -> list[str]:
+    """Tracked params that are broader or narrower than one job's own entries: keys under
+    dataset_defs/model_defs name the job's own dataset/model; the active preset is tracked
+    by exactly the entries (`presets.${preset}.<defs>.${item.*}`) whose base keys are."""
+    problems = []
+    for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
+        keys = stage.get("params", [])
+        entries = {
+            m.group(0) for key in keys if (m := ENTRY.match(key)) and key not in PRESET_PROOF
+        }
+        presets = set()
+        for key in keys:
+            section = key.split(".")[0]
+            if section == "presets":
+                match = PRESET_ENTRY.match(key)
+                if match is None or match["entry"] not in entries:
+                    problems.append(f"{name} params: {key} is broader than the job's entries")
+                presets.add(match["entry"] if match else key)
+            elif section in ("dataset_defs", "model_defs") and not ENTRY.match(key):
+                problems.append(f"{name} params: {key} is not the job's own entry")
+        problems += [
+            f"{name} params: presets.${{preset}}.{entry} missing (the preset can change it)"
+            for entry in sorted(entries - presets)
+        ]
+    return problems
+
+
+def test_each_stage_declares_the_code_it_imports_and_its_own_params_entries():
+    assert code_problems(ROOT) == []
+    assert param_problems(ROOT) == []
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
@@ -176,6 +232,67 @@ MUTATIONS = [
         r"augment@\w+ outs",
     ),
 ]
+
+
+CONTRACT_MUTATIONS = [
+    # a code dep missing from both engines (Snakemake reads dvc.yaml's list)
+    (
+        "dvc.yaml",
+        "      - src/unetflow/losses.py\n",
+        "",
+        r"(train|explain) code: misses src/unetflow/losses",
+    ),
+    # a code dep the stage does not import
+    (
+        "dvc.yaml",
+        "      - scripts/infer.py\n",
+        "      - scripts/infer.py\n      - src/unetflow/training.py\n",
+        r"infer code: src/unetflow/training\.py is not imported",
+    ),
+    # a new import that dvc.yaml does not declare
+    (
+        "scripts/summarize.py",
+        "from unetflow.reports import summarize\n",
+        "from unetflow.reports import summarize\nimport unetflow.sources  # noqa\n",
+        r"summarize code: misses src/unetflow/(sources|synthetic|images|progress)\.py",
+    ),
+    # over-broad params: the whole preset, another job's entries, a preset entry not read
+    (
+        "dvc.yaml",
+        "      - presets.${preset}.model_defs.${item.model}\n",
+        "      - presets.${preset}\n",
+        r"train params: (presets\.\$\{preset\} is broader|presets\.\$\{preset\}\.model_defs)",
+    ),
+    (
+        "dvc.yaml",
+        "      - dataset_defs.${item.dataset}.kind\n    metrics:",
+        "      - dataset_defs.${item.dataset}.kind\n      - model_defs\n    metrics:",
+        r"evaluate params: model_defs is not the job's own entry",
+    ),
+    (
+        "dvc.yaml",
+        "      - train.amp\n",
+        "      - train.amp\n      - presets.${preset}.dataset_defs.${item.dataset}\n",
+        r"infer params: presets\.\$\{preset\}\.dataset_defs\.\$\{item\.dataset\} is broader",
+    ),
+    # an entry tracked without the preset's overlay of it
+    (
+        "dvc.yaml",
+        "      - presets.${preset}.dataset_defs.${item.dataset}\n    outs:\n      - data/augmented",
+        "    outs:\n      - data/augmented",
+        r"augment params: presets\.\$\{preset\}\.dataset_defs\.\$\{item\.dataset\} missing",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "old", "new", "reported"), CONTRACT_MUTATIONS)
+def test_contract_check_reports_a_missing_or_extra_dep(tmp_path, path, old, new, reported):
+    project = copy_project(tmp_path / "p")
+    assert code_problems(project) == [] and param_problems(project) == []
+    _edit(project / path, old, new)
+    problems = code_problems(project) + param_problems(project)
+    assert problems, "the contract check missed a change"
+    assert all(re.match(reported, p) for p in problems), problems
 
 
 @pytest.mark.parametrize(("path", "old", "new", "reported"), MUTATIONS)
