@@ -25,8 +25,8 @@ test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q
 
 lint: venv
-	$(BIN)/ruff check src scripts tests
-	$(BIN)/ruff format --check src scripts tests
+	$(BIN)/ruff check src scripts tests tools
+	$(BIN)/ruff format --check src scripts tests tools
 	PATH=$(CURDIR)/$(BIN):$$PATH snakefmt --check Snakefile workflow
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --lint
 

@@ -6,7 +6,7 @@ import pytest
 
 from project import ROOT, run
 
-PYTHON_PATHS = ["src", "scripts", "tests"]
+PYTHON_PATHS = ["src", "scripts", "tests", "tools"]
 
 
 @pytest.mark.parametrize(

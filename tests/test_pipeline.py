@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from engine_jobs import planned_jobs
 from project import copy_project, run, tree_digest
 from unetflow.checkpoints import load_model
 from unetflow.images import read_gray
@@ -169,22 +170,22 @@ def test_dvc_plots_show_the_learning_curves(engines):
             assert plot["type"] == "vega" and plot["revisions"] == ["workspace"], curve
 
 
-def test_dvc_commit_adopts_a_snakemake_run(engines):
+def test_sync_to_dvc_adopts_a_snakemake_run(engines):
     project = engines["snakemake"]
-    run(["dvc", "commit", "-f"], project)
+    run(["unetflow", "sync", "--to", "dvc"], project)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     files = {f for workspace in shown.values() for f in workspace["data"]}
     assert {f"results/{d}/{m}/metrics.json" for d in DATASETS for m in MODELS} <= files
     status = run(["dvc", "status"], project)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     assert run(["dvc", "repro", "--dry"], project).stdout.count("Running stage") == 0
+    assert planned_jobs(project) == set()
 
 
-def test_snakemake_touch_adopts_a_dvc_run(engines):
+def test_sync_to_snakemake_adopts_a_dvc_run(engines):
     project = engines["dvc"]
-    run(["snakemake", "--cores", "1", "--touch"], project)
-    dry = run(["snakemake", "-n"], project)
-    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout + dry.stderr
+    run(["unetflow", "sync", "--to", "snakemake"], project)
+    assert planned_jobs(project) == set()
 
 
 def test_a_param_change_reruns_the_same_stages_in_both(engines):

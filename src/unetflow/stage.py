@@ -1,8 +1,8 @@
 """Plumbing shared by the stage scripts: arguments, user errors, and the params of one job.
 
-A stage job reads exactly the params its dvc.yaml stage tracks (`tracked_keys`), as resolved
-for its preset: `job_params` returns those keys and nothing else, so a stage cannot read a key
-whose change would not re-run it. Snakemake's rules track the same keys (`engines`).
+A stage job gets the params its dvc.yaml stage tracks (`tracked_keys`), as resolved for its
+preset: `job_params` returns those keys and nothing else, so a key whose change would not
+re-run the stage is not there to read. Snakemake's rules track the same keys (`engines`).
 
 This module imports no stage logic: it is part of every stage's code deps.
 """

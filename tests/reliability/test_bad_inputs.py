@@ -152,6 +152,8 @@ def add_folder_datasets(project: Path, folders: dict[str, Path]) -> None:
         else:
             definition["split"] = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
         values["dataset_defs"][name] = definition
+        for preset in values["presets"].values():  # every preset lists every dataset
+            preset["dataset_defs"][name] = {}
         manifests = project / "data" / "manifests"
         shutil.copy(manifests / f"{template}.tsv", manifests / f"{name}.tsv")
     values["datasets"] = list(folders)

@@ -1,0 +1,50 @@
+"""The stage plumbing: a job gets exactly the params keys its dvc.yaml stage tracks."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from project import ROOT
+from unetflow.params import ParamsError
+from unetflow.stage import job_params
+
+PARAMS = ROOT / "params.yaml"
+
+
+def test_a_job_gets_its_tracked_keys_resolved_for_its_preset():
+    base = yaml.safe_load(PARAMS.read_text())
+    got = job_params(PARAMS, "train", preset="quick", dataset="shenzhen", model="unet_paper")
+    assert sorted(got) == ["dataset_defs", "infer", "model_defs", "seed", "train"]
+    assert list(got["model_defs"]) == ["unet_paper"]  # no other model, no presets
+    assert got["model_defs"]["unet_paper"]["train"]["lr"] == 0.0005  # quick's, not 0.001
+    assert got["model_defs"]["unet_paper"]["width"] == 16
+    shenzhen = got["dataset_defs"]["shenzhen"]
+    assert shenzhen == {
+        "kind": "cxr",
+        "preprocess": {**base["dataset_defs"]["shenzhen"]["preprocess"], "size": 256},
+        "augment": {"flip": False},  # only the key train reads, not quick's copies
+    }
+    full = job_params(PARAMS, "train", preset="full", dataset="shenzhen", model="unet_paper")
+    assert full["model_defs"]["unet_paper"] == base["model_defs"]["unet_paper"]
+
+
+def test_stages_that_do_not_read_the_preset_get_the_base_values():
+    got = job_params(PARAMS, "infer", preset="quick", dataset="isbi2012")
+    base = yaml.safe_load(PARAMS.read_text())
+    assert got == {
+        "train": {"device": base["train"]["device"], "amp": base["train"]["amp"]},
+        "infer": base["infer"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ({"dataset": "nope"}, r"dataset 'nope' is not defined under dataset_defs \(\['isbi2012'"),
+        ({"dataset": "synth_em", "model": "unet_x"}, r"model 'unet_x' is not defined under model"),
+    ],
+)
+def test_an_undefined_dataset_or_model_is_named(item, message):
+    with pytest.raises(ParamsError, match=message):
+        job_params(PARAMS, "evaluate", preset="quick", **item)

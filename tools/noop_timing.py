@@ -1,0 +1,106 @@
+"""Wall time of a no-op `snakemake -n` and `dvc status` on a project where every job is done.
+
+Copies the project (without data, results or caches) to a temporary git + DVC repo, selects
+every dataset and model of params.yaml (or --datasets/--models), puts a placeholder at every
+output, records them in both engines (`dvc commit --no-relink`, `snakemake --touch`), and
+times each no-op check. Placeholders are enough: neither check reads the outputs' contents
+beyond hashing them.
+
+    python tools/noop_timing.py [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ["Snakefile", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "workflow",
+          "scripts", "profiles", "data/manifests", "src"]  # fmt: skip
+
+
+def sh(cmd: list[str], cwd: Path) -> str:
+    """Run `cmd` in `cwd`; its output, or exit with it on failure."""
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc.stdout + proc.stderr
+
+
+def make_project(dest: Path, datasets: list[str] | None, models: list[str] | None) -> int:
+    """The copy with every output in place and recorded; returns the number of DVC stages."""
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["datasets"] = datasets or list(params["dataset_defs"])
+    params["models"] = models or list(params["model_defs"])
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
+        sh(cmd, dest)
+    from dvc.repo import Repo
+
+    with Repo(str(dest)) as repo:
+        stages = list(repo.index.stages)
+        for stage in stages:
+            for out in stage.outs:
+                path = dest / str(out.def_path)
+                if path.suffix:  # a file output (model.pt, metrics.json, ...)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.write_text(f"{out.def_path}\n")
+                else:  # a folder output
+                    path.mkdir(parents=True, exist_ok=True)
+                    (path / "placeholder.txt").write_text(f"{out.def_path}\n")
+    sh(["dvc", "commit", "--force", "--no-relink"], dest)
+    sh(["snakemake", "--touch", "--cores", "1"], dest)
+    return len(stages)
+
+
+def timed(cmd: list[str], cwd: Path, repeats: int, expect: str) -> list[float]:
+    """Wall seconds of `repeats` runs of `cmd`, each checked to print `expect`."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        output = sh(cmd, cwd)
+        seconds.append(time.perf_counter() - started)
+        if expect not in output:
+            sys.exit(f"{' '.join(cmd)} was not a no-op:\n{output[-2000:]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--datasets", nargs="+", help="default: every dataset_defs entry")
+    parser.add_argument("--models", nargs="+", help="default: every model_defs entry")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="noop-") as tmp:
+        project = Path(tmp) / "p"
+        stages = make_project(project, args.datasets, args.models)
+        checks = {
+            "snakemake -n": (["snakemake", "-n"], "Nothing to be done"),
+            "dvc status": (["dvc", "status"], "Data and pipelines are up to date"),
+        }
+        print(f"{stages} jobs, every output in place; median (min-max) of {args.repeats} runs:")
+        for name, (cmd, expect) in checks.items():
+            seconds = timed(cmd, project, args.repeats, expect)
+            print(
+                f"  {name}: {statistics.median(seconds):.2f} s "
+                f"({min(seconds):.2f}-{max(seconds):.2f})"
+            )
+
+
+if __name__ == "__main__":
+    main()
