@@ -6,7 +6,7 @@ output, records them in both engines (`dvc commit --no-relink`, `snakemake --tou
 times each no-op check. Placeholders are enough: neither check reads the outputs' contents
 beyond hashing them.
 
-    python tools/noop_timing.py [--repeats 5]
+    python tools/noop_timing.py [--repeats 5] [--copies 15]
 """
 
 from __future__ import annotations
@@ -35,8 +35,11 @@ def sh(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-def make_project(dest: Path, datasets: list[str] | None, models: list[str] | None) -> int:
-    """The copy with every output in place and recorded; returns the number of DVC stages."""
+def make_project(
+    dest: Path, datasets: list[str] | None, models: list[str] | None, copies: int = 0
+) -> int:
+    """The copy with every output in place and recorded; returns the number of DVC stages.
+    `copies` adds that many copies of unet_modern (`unet_modern_copy<i>`), for a larger DAG."""
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -45,6 +48,10 @@ def make_project(dest: Path, datasets: list[str] | None, models: list[str] | Non
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
+    for i in range(copies):
+        params["model_defs"][f"unet_modern_copy{i}"] = params["model_defs"]["unet_modern"]
+        for preset in params["presets"].values():
+            preset["model_defs"][f"unet_modern_copy{i}"] = {}
     params["datasets"] = datasets or list(params["dataset_defs"])
     params["models"] = models or list(params["model_defs"])
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -85,10 +92,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--datasets", nargs="+", help="default: every dataset_defs entry")
     parser.add_argument("--models", nargs="+", help="default: every model_defs entry")
+    parser.add_argument("--copies", type=int, default=0, help="extra copies of unet_modern")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="noop-") as tmp:
         project = Path(tmp) / "p"
-        stages = make_project(project, args.datasets, args.models)
+        stages = make_project(project, args.datasets, args.models, args.copies)
         checks = {
             "snakemake -n": (["snakemake", "-n"], "Nothing to be done"),
             "dvc status": (["dvc", "status"], "Data and pipelines are up to date"),
