@@ -103,7 +103,8 @@ def snakemake_pending(project: Path, config: list[str]) -> list[str]:
     if NOTHING_TO_DO in output:
         return []
     rows = re.findall(r"^(\w+)\s+(\d+)$", output, re.M)
-    return [f"{rule}: {count}" for rule, count in rows if rule not in ("all", "total")]
+    jobs = [f"{rule}: {count}" for rule, count in rows if rule not in ("all", "total")]
+    return jobs or ["jobs that `snakemake -n` lists"]  # never "nothing" unless it says so
 
 
 def dvc_pending(project: Path) -> list[str]:
