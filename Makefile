@@ -1,19 +1,19 @@
 # Two commands for a newcomer: `make demo` runs the whole pipeline on synthetic data,
-# `make test` runs the test suite. Both create the virtualenv first.
+# `make test` runs the test suite. Both create the virtualenv first, from requirements.lock.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH_VERSION ?= 2.13.0
+LOCK := requirements.lock
+EXTRAS := workflow,dev,slurm
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo test lint lock check-core clean
 
-$(BIN)/unetflow: pyproject.toml
+# Every package at the version the lock pins (torch's CPU build included); elasticdeform is
+# built from source against numpy 2, as the lock's --no-binary line says.
+$(BIN)/unetflow: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: it comes from local disk (CPU build) instead of a multi-GB CUDA download
-	$(BIN)/pip install -q torch==$(TORCH_VERSION)
-	# elasticdeform's only wheels are built against numpy 1.x: build it here against numpy 2
-	$(BIN)/pip install -q --no-binary elasticdeform -e '.[dev,slurm]'
+	$(BIN)/pip install -q -c $(LOCK) -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(BIN)/unetflow
@@ -29,6 +29,26 @@ lint: venv
 	$(BIN)/ruff format --check src scripts tests tools
 	PATH=$(CURDIR)/$(BIN):$$PATH snakefmt --check Snakefile workflow
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --lint
+
+# Re-pin every package: resolve pyproject.toml (all extras) in a fresh virtualenv and freeze it.
+# pip sees the CPU build of torch on this machine's disk (its find-links); uv and poetry do not.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install -q --upgrade pip
+	.lock-venv/bin/pip install -q torch==2.13.0
+	.lock-venv/bin/pip install -q --no-binary elasticdeform '.[$(EXTRAS)]'
+	{ echo "# Every package unetflow installs, pinned: make lock (pip freeze of a fresh venv)."; \
+	  echo "# Used as constraints: pip install -c $(LOCK) -e '.[$(EXTRAS)]' (or '.' for the core)."; \
+	  echo "# elasticdeform's wheels are built against numpy 1.x: build it from source."; \
+	  echo "--no-binary elasticdeform"; \
+	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^unetflow' ; } > $(LOCK)
+	rm -rf .lock-venv
+
+# The light core: a fresh virtualenv with `pip install -c requirements.lock .` (no extras) runs
+# `unetflow predict` on a model trained in the full one, without snakemake, dvc or dvclive.
+check-core: venv
+	$(BIN)/python tools/check_core.py
 
 clean:
 	rm -rf $(VENV)

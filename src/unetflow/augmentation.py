@@ -33,11 +33,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import elasticdeform
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from unetflow.deps import import_elasticdeform
 from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.outputs import staged_dir
 from unetflow.processed import DataError, read_split
@@ -86,6 +86,7 @@ def augment_dataset(
     """
     processed, out = Path(processed), Path(out)
     _check_cfg(cfg)
+    import_elasticdeform()  # here, so that a broken install is named before any work
     table = read_split(processed)
     train_ids = list(table.loc[table["split"] == "train", "id"])
     if not train_ids:
@@ -207,7 +208,7 @@ def augment_arrays(
     if weights is not None:
         arrays.append(np.pad(np.asarray(weights, dtype=np.float32), pad, mode="reflect"))
         orders.append(3)
-    deformed = elasticdeform.deform_grid(
+    deformed = import_elasticdeform().deform_grid(
         arrays, displacement, order=orders, mode="mirror", crop=crop, rotate=angle
     )
     if flip_ud:

@@ -27,6 +27,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
 # Those of heavier modules are looked up only once loaded (an exception of a class implies its
 # module is loaded), so that a params error never imports pandas, skimage or torch.
 LAZY_ERRORS = (
+    ("unetflow.deps", "InstallError"),
     ("unetflow.sources", "DownloadError"),
     ("unetflow.images", "ImageError"),
     ("unetflow.processed", "DataError"),

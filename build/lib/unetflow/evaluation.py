@@ -1,0 +1,404 @@
+"""The evaluate stage: per-image and aggregated metrics of one dataset × model, and figures.
+
+Inputs: the processed set (``split.csv``, ``images/<id>.tif``, ``masks/<id>.png`` with {0, 1},
+1 = foreground: EM cell, CXR lung; scored against ``score_masks/<id>.png`` instead where
+preprocessing wrote them, at the resolution the predictions were mapped back to) and the
+infer stage's ``predictions/`` folder (``masks/<id>.png`` 0/255, binarised as > 0, and
+``probabilities/<id>.tif``, the float32 foreground probability). Every ``val`` and ``test``
+row of ``split.csv`` is evaluated.
+
+Outputs:
+
+- ``per_image.csv``: one row per image, val rows before test rows, each in split.csv order:
+  ``id, split``, every other column of split.csv (metadata: source, index, size, and for CXR
+  sex, age, finding, ...) and then every metric of :data:`METRICS` (EM) or
+  :data:`CXR_METRICS` (CXR), named like the metrics.json keys; EM rows also carry
+  :data:`RAND_DETAILS` (split and merge parts of V_Rand / V_Info and the thresholds at which
+  V_Rand, V_Info and the Rand error were best), which metrics.json does not aggregate.
+- ``metrics.json``: ``{"n_val": n, "n_test": n, "val": {...}, "test": {...}}`` where each
+  section maps ``<metric>`` to the mean over the split's images and ``<metric>_std`` to their
+  population standard deviation (ddof 0, so one image gives 0.0, never NaN). Keys are sorted
+  and stable: ``dice, iou, pixel_error, precision, recall, hd95, assd`` for every kind, plus
+  ``vrand, vinfo, rand_error`` for EM only (V_Rand and V_Info are ISBI 2012 EM scores;
+  CXR sections simply do not have them). A split without images gets ``n_<split>: 0`` and
+  no section at all, so that no placeholder can be read as a measurement and no NaN is
+  written. Every value is a finite float; a metric that comes out NaN or infinite (which the
+  conventions of :mod:`unetflow.metrics` rule out) is an error naming the image, not a
+  silently bad number. The file is written atomically (temporary file, then rename).
+- ``figures/`` (optional, built in a staged folder so it appears complete or not at all):
+  ``panels.png``, input / ground truth / prediction / error overlay (false positives red,
+  false negatives blue over the grey input) for the best, median and worst test image by
+  Dice (ties broken by id); ``learning_curves.png``, one axis per DVCLive
+  ``plots/metrics/**/*.tsv`` curve of the training run. Both files are always written, with
+  a short notice in place of the plot when there are no test images or no curves, so that
+  workflow engines can declare them as outputs. Where split.csv gives ages (CXR),
+  ``iou_by_age.png`` plots each age group's size against its mean IoU.
+- ``subgroups.csv`` (optional): the test split's means by sex, finding, sex × finding and age
+  group, see :mod:`unetflow.subgroups`.
+
+Metric definitions and their empty-mask conventions are those of :mod:`unetflow.metrics`;
+for EM, V_Rand, V_Info and the Rand error come from the *membrane* probability
+(1 - cell probability) against the ground-truth cells.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from unetflow import metrics as m
+from unetflow.checkpoints import CheckpointError, load_model
+from unetflow.images import (
+    ImageError,
+    read_float_tiff,
+    read_gray,
+    read_processed_image,
+    resize_image,
+)
+from unetflow.models import count_parameters
+from unetflow.outputs import staged_dir, write_text_atomic
+from unetflow.processed import DataError, read_split, scoring_mask_path
+from unetflow.progress import progress
+from unetflow.rows import HEADLINE, ReportError, finite
+from unetflow.subgroups import SUBGROUP_METRICS, age_figure, subgroup_table
+
+EVAL_SPLITS = ("val", "test")
+COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
+RAND_METRICS = ("vrand", "vinfo", "rand_error")
+METRICS = COMMON_METRICS + RAND_METRICS
+CXR_METRICS = COMMON_METRICS
+#: EM per-image diagnostics (per_image.csv only): split/merge parts and best thresholds.
+RAND_DETAILS = (
+    "vrand_split",
+    "vrand_merge",
+    "vrand_threshold",
+    "vinfo_split",
+    "vinfo_merge",
+    "vinfo_threshold",
+    "rand_error_threshold",
+)
+KINDS = ("em", "cxr")
+PANEL_ROWS = ("best", "median", "worst")
+FP_COLOUR = (1.0, 0.0, 0.0)
+FN_COLOUR = (0.0, 0.3, 1.0)
+
+
+def metric_names(kind: str) -> tuple[str, ...]:
+    """The metrics evaluated for a dataset kind ("em": with V_Rand/V_Info/Rand error)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind: {kind!r} is not a dataset kind; expected one of {list(KINDS)}")
+    return METRICS if kind == "em" else CXR_METRICS
+
+
+def per_image_names(kind: str) -> tuple[str, ...]:
+    """The metric columns of per_image.csv: the metrics, then (EM) the Rand/Info details."""
+    return metric_names(kind) + (RAND_DETAILS if kind == "em" else ())
+
+
+def image_metrics(
+    pred: np.ndarray, truth: np.ndarray, prob: np.ndarray, kind: str
+) -> dict[str, float]:
+    """Every per-image value of one image (:func:`per_image_names`): binary `pred` and `truth`
+    (non-zero = foreground) and the foreground probability `prob` (for the EM scores)."""
+    names = per_image_names(kind)
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    values = {
+        "dice": m.dice(pred, truth),
+        "iou": m.iou(pred, truth),
+        "pixel_error": m.pixel_error(pred, truth),
+        "precision": m.precision(pred, truth),
+        "recall": m.recall(pred, truth),
+        "hd95": m.hd95(pred, truth),
+        "assd": m.assd(pred, truth),
+    }
+    if kind == "em":
+        membrane = 1.0 - np.asarray(prob, dtype=np.float64)
+        scores = m.rand_and_info_scores(membrane, truth)
+        values.update({name: scores[name] for name in RAND_METRICS + RAND_DETAILS})
+    return {name: float(values[name]) for name in names}
+
+
+def aggregate(table: pd.DataFrame, names: tuple[str, ...]) -> dict[str, Any]:
+    """metrics.json content from per-image rows: counts, and mean/std per metric per split."""
+    out: dict[str, Any] = {}
+    for split in EVAL_SPLITS:
+        rows = table[table["split"] == split]
+        out[f"n_{split}"] = len(rows)
+        if len(rows) == 0:
+            continue
+        section: dict[str, float] = {}
+        for name in names:
+            values = rows[name].to_numpy(dtype=np.float64)
+            section[name] = float(values.mean())
+            section[f"{name}_std"] = float(values.std(ddof=0))
+        out[split] = dict(sorted(section.items()))
+    return out
+
+
+def evaluate(
+    *,
+    dataset: str,
+    kind: str,
+    processed: Path,
+    predictions: Path,
+    out_metrics: Path,
+    out_per_image: Path,
+    out_figures: Path | None = None,
+    live_dir: Path | None = None,
+    out_subgroups: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the predictions of one dataset × model; write per_image.csv, metrics.json and,
+    when `out_figures` is given, the figures, and when `out_subgroups` is given, the test
+    split's subgroups.csv (:mod:`unetflow.subgroups`). Returns the metrics.json content.
+    `live_dir` is the DVCLive folder of the training run (default:
+    ``<predictions>/../dvclive``), read for the learning curves only."""
+    names = metric_names(kind)
+    columns = per_image_names(kind)
+    processed, predictions = Path(processed), Path(predictions)
+    split = read_split(processed)
+    rows = pd.concat([split[split["split"] == s] for s in EVAL_SPLITS], ignore_index=True)
+    metadata = [c for c in split.columns if c not in ("id", "split")]
+
+    records = []
+    for sid in progress(list(rows["id"]), desc=f"evaluate {dataset}", unit="image"):
+        pred, truth, prob = _load_pair(processed, predictions, sid)
+        values = image_metrics(pred, truth, prob, kind)
+        bad = [name for name, value in values.items() if not math.isfinite(value)]
+        if bad:
+            raise ValueError(
+                f"{predictions / 'masks' / f'{sid}.png'}: metric(s) {bad} are not finite; "
+                "expected the finite conventions of unetflow.metrics"
+            )
+        records.append(values)
+    table = pd.concat(
+        [rows[["id", "split", *metadata]], pd.DataFrame(records, columns=list(columns))], axis=1
+    )
+    summary = aggregate(table, names)
+    groups = subgroup_table(table)
+
+    if out_figures is not None:
+        live = Path(live_dir) if live_dir is not None else predictions.parent / "dvclive"
+        test = table[table["split"] == "test"]
+        write_figures(Path(out_figures), processed, predictions, test, live, groups)
+    if out_subgroups is not None:
+        write_text_atomic(Path(out_subgroups), groups.to_csv(index=False))
+    write_text_atomic(Path(out_per_image), table.to_csv(index=False))
+    write_text_atomic(Path(out_metrics), json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _load_pair(
+    processed: Path, predictions: Path, sid: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prediction mask, truth mask and foreground probability of image `sid`, checked."""
+    truth_path = scoring_mask_path(processed, sid)
+    pred_path = predictions / "masks" / f"{sid}.png"
+    prob_path = predictions / "probabilities" / f"{sid}.tif"
+    for path, what in (
+        (truth_path, "the ground-truth mask of a val/test row of split.csv"),
+        (pred_path, "the predicted mask written by the infer stage"),
+        (prob_path, "the probability map written by the infer stage"),
+    ):
+        if not path.is_file():
+            raise DataError(f"{path}: not found; expected {what}")
+    truth = read_gray(truth_path) > 0
+    pred = read_gray(pred_path) > 0
+    try:
+        prob = read_float_tiff(prob_path)
+    except Exception as exc:  # tifffile raises several types for damaged files
+        raise ImageError(f"{prob_path}: cannot read float TIFF ({exc})") from exc
+    for path, array in ((pred_path, pred), (prob_path, prob)):
+        if array.shape != truth.shape:
+            raise DataError(
+                f"{path}: shape {array.shape} differs from the ground truth {truth_path} "
+                f"{truth.shape}; expected predictions at the processed image size"
+            )
+    if not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
+        raise DataError(f"{prob_path}: expected finite probabilities in [0, 1]")
+    return pred, truth, prob
+
+
+def summary_row(
+    metrics_path: Path,
+    checkpoint: Path,
+    *,
+    dataset: str,
+    model: str,
+    kind: str,
+    preset: str,
+    subgroups: Path | None = None,
+) -> dict[str, Any]:
+    """The summary.csv row of one run, from its metrics.json and its model.pt; with
+    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records for summary.md."""
+    metrics = _read_metrics(Path(metrics_path))
+    try:
+        net, meta = load_model(Path(checkpoint))
+    except CheckpointError as exc:
+        raise ReportError(str(exc)) from exc
+    train = meta.get("train") or {}
+    test = metrics.get("test") or {}
+    row: dict[str, Any] = {
+        "dataset": dataset,
+        "kind": kind,
+        "model": model,
+        "preset": preset,
+        "n_test": int(metrics.get("n_test", 0)),
+    }
+    for name in HEADLINE:
+        row[f"test_{name}"] = finite(test.get(name))
+    row["train_seconds"] = finite(train.get("seconds"))
+    row["parameters"] = count_parameters(net)
+    row["device"] = str(train.get("device", ""))
+    if subgroups is not None:
+        table = pd.read_csv(subgroups)
+        row["subgroups"] = [
+            {k: finite(v) if k in SUBGROUP_METRICS else v for k, v in record.items()}
+            for record in table.to_dict("records")
+        ]
+    return row
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """metrics.json of the evaluate stage; errors name the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ReportError(f"{path}: not found; expected the evaluate stage's metrics") from exc
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict) or "n_test" not in data:
+        raise ReportError(f"{path}: expected an object with n_test (and test, val sections)")
+    return data
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def panel_cases(test: pd.DataFrame) -> list[tuple[str, str, float]]:
+    """(label, id, dice) of the best, median and worst test image by Dice (ties: by id).
+
+    Images are sorted by (Dice, id); worst is the first, best the last and median the one at
+    index (n - 1) // 2. With fewer than three images a row repeats an image.
+    """
+    if len(test) == 0:
+        return []
+    ordered = sorted(zip(test["dice"].astype(float), test["id"], strict=True))
+    pick = {"best": ordered[-1], "median": ordered[(len(ordered) - 1) // 2], "worst": ordered[0]}
+    return [(label, pick[label][1], pick[label][0]) for label in PANEL_ROWS]
+
+
+def error_overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """RGB float image: the input in grey (scaled to its 1st-99th percentiles), false
+    positives (pred and not truth) red, false negatives (truth and not pred) blue."""
+    grey = _display_range(image)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    rgb[pred & ~truth] = FP_COLOUR
+    rgb[truth & ~pred] = FN_COLOUR
+    return rgb
+
+
+def _display_range(image: np.ndarray) -> np.ndarray:
+    """`image` scaled to [0, 1] between its 1st and 99th percentiles (constant: zeros)."""
+    image = np.asarray(image, dtype=np.float64)
+    lo, hi = np.percentile(image, [1, 99])
+    if not hi > lo:
+        return np.zeros_like(image)
+    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+
+
+def write_figures(
+    out: Path,
+    processed: Path,
+    predictions: Path,
+    test: pd.DataFrame,
+    live_dir: Path,
+    subgroups: pd.DataFrame | None = None,
+) -> None:
+    """Write ``panels.png``, ``learning_curves.png`` and, where the images have ages,
+    ``iou_by_age.png`` (group size against IoU) into the folder `out`, atomically."""
+    with staged_dir(out) as work:
+        panels_figure(processed, predictions, test).savefig(work / "panels.png", dpi=100)
+        curves_figure(live_dir).savefig(work / "learning_curves.png", dpi=100)
+        ages = age_figure(subgroups) if subgroups is not None else None
+        if ages is not None:
+            ages.savefig(work / "iou_by_age.png", dpi=100)
+
+
+def panels_figure(processed: Path, predictions: Path, test: pd.DataFrame) -> Figure:
+    """Rows best / median / worst test image by Dice; columns input, truth, prediction, errors."""
+    cases = panel_cases(test)
+    if not cases:
+        return _notice("no test images to show")
+    columns = ("input", "ground truth", "prediction", "errors (FP red, FN blue)")
+    fig = Figure(figsize=(3 * len(columns), 3 * len(cases)), layout="constrained")
+    axes = fig.subplots(len(cases), len(columns), squeeze=False)
+    for row, (label, sid, dice) in enumerate(cases):
+        truth = read_gray(scoring_mask_path(processed, sid)) > 0
+        image = read_processed_image(processed / "images" / f"{sid}.tif")
+        if image.shape != truth.shape:  # trained at a lower resolution than scored at
+            image = resize_image(image, truth.shape)
+        pred = read_gray(predictions / "masks" / f"{sid}.png") > 0
+        shown = (_display_range(image), truth, pred, error_overlay(image, pred, truth))
+        for col, (ax, data) in enumerate(zip(axes[row], shown, strict=True)):
+            ax.imshow(data, cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col])
+        axes[row][0].set_ylabel(f"{label}: {sid}\nDice {dice:.4f}")
+    return fig
+
+
+def read_curves(live_dir: Path) -> dict[str, pd.DataFrame]:
+    """DVCLive curves: ``plots/metrics/<name>.tsv`` (columns step, value) keyed by <name>,
+    sorted by name; an absent folder gives no curves. Non-numeric values become NaN."""
+    root = Path(live_dir) / "plots" / "metrics"
+    curves: dict[str, pd.DataFrame] = {}
+    for path in sorted(root.rglob("*.tsv")) if root.is_dir() else []:
+        try:
+            table = pd.read_csv(path, sep="\t")
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot parse as a DVCLive TSV ({exc})") from exc
+        if "step" not in table.columns or len(table.columns) != 2:
+            raise DataError(f"{path}: expected two columns, step and the metric value")
+        value = next(c for c in table.columns if c != "step")
+        curves[path.relative_to(root).with_suffix("").as_posix()] = pd.DataFrame(
+            {
+                "step": pd.to_numeric(table["step"], errors="coerce"),
+                "value": pd.to_numeric(table[value], errors="coerce"),
+            }
+        )
+    return curves
+
+
+def curves_figure(live_dir: Path) -> Figure:
+    """One axis per logged curve (loss, val/dice, lr, ...), against the epoch step."""
+    curves = read_curves(live_dir)
+    if not curves:
+        return _notice(f"no DVCLive curves in {Path(live_dir) / 'plots' / 'metrics'}")
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, curve) in zip(axes, curves.items(), strict=False):
+        ax.plot(curve["step"], curve["value"], marker="." if len(curve) < 30 else None)
+        ax.set_title(name)
+        ax.set_xlabel("step (epoch)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(curves) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def _notice(text: str) -> Figure:
+    """A small figure that only says `text` (a stand-in for a plot with no data)."""
+    fig = Figure(figsize=(4, 1.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return fig
