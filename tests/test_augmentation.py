@@ -239,14 +239,6 @@ def test_masks_stay_binary_under_full_strength() -> None:
         assert out_image.dtype == np.float32 and out_image.shape == image.shape
 
 
-def test_shift_larger_than_padding_is_rejected(processed: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"augment\.shift_px"):
-        augment_dataset(
-            processed, tmp_path / "out", {**FULL, "shift_px": 20}, example_pairs=1, seed=0
-        )
-    assert not (tmp_path / "out").exists()
-
-
 def test_bad_mask_names_the_file_and_publishes_nothing(processed: Path, tmp_path: Path) -> None:
     write_png(processed / "masks" / "slice_01.png", np.full((SIZE, SIZE), 255, np.uint8))
     out = tmp_path / "augmented"

@@ -98,6 +98,26 @@ BROKEN = [
         r"presets\.full\.dataset_defs\.isbi2013: not defined under dataset_defs \(\['isbi2012'",
     ),
     ("presets.quick.trian", {}, r"presets\.quick: .*'trian' was unexpected"),
+    (
+        "dataset_defs.isbi2012.augment.shift_px",
+        100,
+        r"dataset_defs\.isbi2012\.augment\.shift_px: 100 > pad_px 64; expected shift_px <= pad_px",
+    ),
+    (
+        "dataset_defs.isbi2012.augment.gamma",
+        [1.2, 0.8],
+        r"dataset_defs\.isbi2012\.augment\.gamma: \[1\.2, 0\.8\]; expected \[low, high\], low <=",
+    ),
+    (
+        "model_defs.unet_delft.train.plateau_patience",
+        0,
+        r"model_defs\.unet_delft\.train\.plateau_patience: 0 is less than the minimum of 1",
+    ),
+    (
+        "presets.quick.dataset_defs.isbi2012",
+        {"augment": {"pad_px": 8}},
+        r"presets\.quick -> dataset_defs\.isbi2012\.augment\.shift_px: 16 > pad_px 8",
+    ),
 ]
 
 

@@ -81,8 +81,11 @@ def check_params(
     if not errors:
         for name, preset in params["presets"].items():
             own = _preset_errors(params, name, preset)
-            merged = deep_merge(params, preset)
-            errors += own or [f"presets.{name} -> {m}" for m in schema_errors(merged, schema)]
+            if not own:  # then the preset merged over the base must pass every check too
+                merged = deep_merge(params, preset)
+                within = schema_errors(merged, schema) or _cross_errors(merged)
+                own = [f"presets.{name} -> {message}" for message in within]
+            errors += own
     if errors:
         raise ParamsError(f"{source} is invalid:\n  " + "\n  ".join(errors))
 
@@ -136,6 +139,7 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 f"dataset_defs.{name}.split: {shown} = {sum(split.values()):g}; "
                 "expected the fractions to sum to 1"
             )
+        errors += _augment_errors(name, spec["augment"])
         source = spec["source"]
         if source["type"] == "synthetic":
             needed = (
@@ -148,6 +152,23 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 for key in needed
                 if key not in source
             ]
+    return errors
+
+
+def _augment_errors(name: str, augment: dict[str, Any]) -> list[str]:
+    """The augment stage's own constraints: the shift comes out of the mirror padding, and
+    the gamma and contrast ranges run from low to high."""
+    key = f"dataset_defs.{name}.augment"
+    errors = []
+    if augment["shift_px"] > augment["pad_px"]:
+        errors.append(
+            f"{key}.shift_px: {augment['shift_px']} > pad_px {augment['pad_px']}; expected "
+            "shift_px <= pad_px (the shift is taken from the mirror padding)"
+        )
+    for part in ("gamma", "contrast"):
+        low, high = augment[part]
+        if low > high:
+            errors.append(f"{key}.{part}: [{low:g}, {high:g}]; expected [low, high], low <= high")
     return errors
 
 

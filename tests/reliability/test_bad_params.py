@@ -104,6 +104,25 @@ CASES: dict[str, tuple[Callable[[Params], None], list[str] | tuple[list[str], li
             "expected the fractions to sum to 1"
         ],
     ),
+    "augmentation shift beyond the padding": (
+        setting("dataset_defs", "synth_em", "augment", "shift_px", value=100),
+        [
+            "dataset_defs.synth_em.augment.shift_px: 100 > pad_px 64; expected shift_px <= "
+            "pad_px (the shift is taken from the mirror padding)"
+        ],
+    ),
+    "plateau patience of 0": (
+        setting("model_defs", "unet_modern", "train", "plateau_patience", value=0),
+        ["model_defs.unet_modern.train.plateau_patience: 0 is less than the minimum of 1"],
+    ),
+    "a preset that leaves out a model": (
+        setting("presets", "tiny", "model_defs", value={"unet_modern": {}}),
+        [
+            "presets.tiny.model_defs: ['baseline_mean', 'unet_andersen', 'unet_delft', "
+            "'unet_paper'] missing; every preset lists every entry of model_defs ({} for no "
+            "change), so that each job can track its own"
+        ],
+    ),
     "dataset key with .. listed": (
         define("../evil", listed=True),
         (
