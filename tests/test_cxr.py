@@ -559,6 +559,11 @@ def test_stage_script(synth_raw: Path, synth_out: Path, tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "left out 3 image(s) without a mask" in proc.stderr
+    # the job's log says which base value the preset replaces
+    assert (
+        f"note: dataset_defs.synth_cxr.preprocess.size = {size} from presets.quick; the base "
+        "value 512 is not used" in proc.stderr
+    )
     # the seed comes from params.yaml: the same split as the direct call with that seed
     out = project / "processed"
     assert (out / "split.csv").read_bytes() == (synth_out / "split.csv").read_bytes()

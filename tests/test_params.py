@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from unetflow.cli import main
 from unetflow.params import ParamsError, check_params, load_params, resolve, schema_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -148,3 +149,19 @@ def test_unparsable_and_missing_files_are_named(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_config_show_marks_each_value_with_its_source(capsys):
+    main(["config", "show", "--params", str(ROOT / "params.yaml"), "--model", "unet_paper"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("# ") and "preset quick" in lines[0]
+    assert "model_defs.unet_paper.train.lr: 0.0005  # presets.quick (base: 0.001)" in lines
+    assert "model_defs.unet_paper.train.momentum: 0.99  # base" in lines
+    assert "seed: 2015  # base" in lines
+    assert not any(line.startswith("model_defs.unet_modern.") for line in lines)
+    main(["config", "show", "--params", str(ROOT / "params.yaml"), "--preset", "full"])
+    lines = capsys.readouterr().out.splitlines()
+    assert not any("# presets." in line for line in lines)  # full changes nothing
+    with pytest.raises(SystemExit):
+        main(["config", "show", "--params", str(ROOT / "params.yaml"), "--dataset", "nope"])
+    assert "error: dataset_defs: ['nope'] not defined" in capsys.readouterr().err

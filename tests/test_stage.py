@@ -48,3 +48,25 @@ def test_stages_that_do_not_read_the_preset_get_the_base_values():
 def test_an_undefined_dataset_or_model_is_named(item, message):
     with pytest.raises(ParamsError, match=message):
         job_params(PARAMS, "evaluate", preset="quick", **item)
+
+
+def test_a_job_says_which_of_its_base_values_the_preset_replaces(tmp_path, capsys):
+    """`dvc exp run -S model_defs.unet_paper.train.lr=0.01` under quick changes a shadowed key:
+    the job's log says which value it uses and where to change it."""
+    (tmp_path / "workflow").symlink_to(ROOT / "workflow")
+    (tmp_path / "dvc.yaml").symlink_to(ROOT / "dvc.yaml")
+    params = yaml.safe_load(PARAMS.read_text())
+    params["model_defs"]["unet_paper"]["train"]["lr"] = 0.01
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    got = job_params(
+        tmp_path / "params.yaml", "train", preset="quick", dataset="isbi2012", model="unet_paper"
+    )
+    assert got["model_defs"]["unet_paper"]["train"]["lr"] == 0.0005
+    notes = capsys.readouterr().err.splitlines()
+    assert (
+        "note: model_defs.unet_paper.train.lr = 0.0005 from presets.quick; the base value 0.01 "
+        "is not used (to change it, edit presets.quick.model_defs.unet_paper.train.lr)"
+    ) in notes
+    assert all("unet_modern" not in note for note in notes)  # only what this job reads
+    job_params(PARAMS, "train", preset="full", dataset="isbi2012", model="unet_paper")
+    assert capsys.readouterr().err == ""  # full shadows nothing

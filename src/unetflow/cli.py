@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from unetflow.params import ParamsError
 from unetflow.stage import user_errors
 
 
@@ -58,6 +59,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="the selection Snakemake ran with (preset, datasets, models); --to dvc only",
     )
     sync.set_defaults(handler=_sync)
+    config = commands.add_parser(
+        "config",
+        help="show the resolved configuration of a job",
+        description=(
+            "`unetflow config show`: every value a job of the given dataset and model reads, "
+            "resolved for the preset, each marked `base` or with the preset that sets it (and the "
+            "base value it replaces). Defaults: params.yaml's preset, datasets and models."
+        ),
+    )
+    config.add_argument("action", choices=["show"])
+    config.add_argument("--params", type=Path, default=Path("params.yaml"))
+    config.add_argument("--preset", help="a name under presets")
+    config.add_argument("--dataset", nargs="+", help="names under dataset_defs")
+    config.add_argument("--model", nargs="+", help="names under model_defs")
+    config.set_defaults(handler=_config)
     args = parser.parse_args(argv)
     if args.command == "sync" and args.to == "snakemake" and args.config:
         parser.error("--config goes with --to dvc: DVC's selection is params.yaml's")
@@ -66,6 +82,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     except user_errors() as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _config(args: argparse.Namespace) -> None:
+    """`unetflow config show`: the resolved configuration, each value with its source."""
+    from unetflow.params import describe, load_params
+
+    params = load_params(args.params)
+    preset = args.preset or params["preset"]
+    if preset not in params["presets"]:
+        raise ParamsError(f"--preset {preset}: not one of {sorted(params['presets'])}")
+    datasets, models = args.dataset or params["datasets"], args.model or params["models"]
+    lines = describe(params, preset, datasets, models)
+    print(f"# {args.params}, preset {preset}, datasets {datasets}, models {models}")
+    print("\n".join(lines))
 
 
 def _sync(args: argparse.Namespace) -> None:

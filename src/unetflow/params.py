@@ -71,6 +71,63 @@ def resolve(params: dict[str, Any], preset: str | None = None) -> dict[str, Any]
     return resolved
 
 
+def leaves(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{dotted key: value}` of every non-dict value under `tree` (an empty dict is a leaf)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(leaves(value, f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def provenance(params: dict[str, Any], preset: str) -> dict[str, tuple[Any, str, Any]]:
+    """Every resolved leaf as `{dotted key: (value, source, base value)}`: source is `base`, or
+    `presets.<preset>` where the preset sets it (the base value is then None if the base has
+    no such key)."""
+    base = leaves({k: v for k, v in params.items() if k != "presets"})
+    overlay = leaves(params["presets"][preset])
+    resolved = leaves({k: v for k, v in resolve(params, preset).items() if k != "presets"})
+    source = f"presets.{preset}"
+    return {
+        key: (value, source, base.get(key)) if key in overlay else (value, "base", value)
+        for key, value in resolved.items()
+    }
+
+
+def shadowed(params: dict[str, Any], preset: str) -> dict[str, tuple[Any, Any]]:
+    """`{dotted key: (base value, preset value)}` where the preset replaces a base value."""
+    return {
+        key: (base, value)
+        for key, (value, source, base) in provenance(params, preset).items()
+        if source != "base" and base is not None and base != value
+    }
+
+
+def describe(
+    params: dict[str, Any], preset: str, datasets: list[str], models: list[str]
+) -> list[str]:
+    """`key: value  # source` lines of the resolved configuration of `datasets` x `models`:
+    the shared sections, then each dataset's and model's entry; the source is `base` or the
+    preset, with the base value it replaces."""
+    for names, defs in ((datasets, "dataset_defs"), (models, "model_defs")):
+        unknown = [name for name in names if name not in params[defs]]
+        if unknown:
+            known = sorted(params[defs])
+            raise ParamsError(f"{defs}: {unknown} not defined; expected some of {known}")
+    wanted = [f"dataset_defs.{d}." for d in datasets] + [f"model_defs.{m}." for m in models]
+    lines = []
+    for key, (value, source, base) in provenance(params, preset).items():
+        if key.startswith(("dataset_defs.", "model_defs.")) and not key.startswith(tuple(wanted)):
+            continue
+        if source != "base":
+            source += " (no base value)" if base is None else f" (base: {base!r})"
+        lines.append(f"{key}: {value!r}  # {source}")
+    return lines
+
+
 def check_params(
     params: dict[str, Any], schema: dict[str, Any], source: str = "params.yaml"
 ) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from unetflow.params import ParamsError, load_params, resolve
+from unetflow.params import ParamsError, leaves, load_params, resolve, shadowed
 
 # Errors that are the user's to fix: printed as one clear line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
@@ -118,7 +118,21 @@ def job_params(
     for key in tracked_keys(dvc_yaml, stage, resolved, item):
         if not key.startswith("presets."):
             _set(view, key, lookup(resolved, key))
+    _note_shadowed(params, resolved["preset"], view)
     return view
+
+
+def _note_shadowed(params: dict[str, Any], preset: str, view: dict[str, Any]) -> None:
+    """Say on stderr (the job's log) which of the job's base values its preset replaces, so
+    that an edit of a shadowed base key (`dvc exp run -S model_defs...`) is not a silent no-op."""
+    read = leaves(view)
+    for key, (base, value) in shadowed(params, preset).items():
+        if key in read:
+            print(
+                f"note: {key} = {value!r} from presets.{preset}; the base value {base!r} is not "
+                f"used (to change it, edit presets.{preset}.{key})",
+                file=sys.stderr,
+            )
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
