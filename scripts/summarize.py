@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.params import check_params, load_params, schema_for
+from unetflow.config import check_params, load_params, schema_for
 from unetflow.reports import summarize
 from unetflow.rows import read_row, row_path
 from unetflow.stage import run_stage

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from unetflow.params import deep_merge
+from unetflow.config import deep_merge
 from unetflow.sources import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]

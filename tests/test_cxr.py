@@ -19,6 +19,7 @@ from PIL import Image
 from skimage.transform import resize
 
 from project import copy_project
+from unetflow.config import load_params, resolve
 from unetflow.cxr import (
     SPLIT_COLUMNS,
     parse_sex_age,
@@ -29,7 +30,6 @@ from unetflow.cxr import (
     stratified_split,
 )
 from unetflow.images import read_float_tiff, read_gray, write_png
-from unetflow.params import load_params, resolve
 from unetflow.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
 from unetflow.synthetic import generate_synth_cxr
 

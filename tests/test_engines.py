@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from project import ROOT, copy_project, run
+from unetflow.config import ParamsError
 from unetflow.engines import tracked_params_for
-from unetflow.params import ParamsError
 
 
 @pytest.fixture(scope="module")

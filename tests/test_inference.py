@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from unetflow.checkpoints import save_model
+from unetflow.config import load_params
 from unetflow.images import ImageError, read_float_tiff, read_gray, write_float_tiff
 from unetflow.inference import (
     InferenceError,
@@ -38,7 +39,6 @@ from unetflow.inference import (
     tile_starts,
 )
 from unetflow.models import MeanMask, UNet, build_model, output_size, valid_input_sizes
-from unetflow.params import load_params
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

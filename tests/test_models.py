@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from unetflow.config import resolve
 from unetflow.models import (
     MeanMask,
     UNet,
@@ -19,7 +20,6 @@ from unetflow.models import (
     output_size,
     valid_input_sizes,
 )
-from unetflow.params import resolve
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

@@ -86,7 +86,7 @@ PRESET_ENTRY = re.compile(
 )
 
 
-# Keys no preset may change (unetflow.params refuses it): tracked without the preset entry.
+# Keys no preset may change (unetflow.config refuses it): tracked without the preset entry.
 PRESET_PROOF = ("dataset_defs.${item.dataset}.kind", "dataset_defs.${item.dataset}.source")
 
 

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from project import ROOT
-from unetflow.params import ParamsError
+from unetflow.config import ParamsError
 from unetflow.stage import job_params
 
 PARAMS = ROOT / "params.yaml"

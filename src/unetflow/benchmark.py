@@ -56,9 +56,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
+from unetflow.config import ParamsError, resolve
 from unetflow.inference import resolve_device
 from unetflow.models import build_model, count_parameters
-from unetflow.params import ParamsError, resolve
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ONE_CHANNEL_LOSSES = ("bce", "dice")

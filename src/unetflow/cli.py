@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.params import ParamsError
+from unetflow.config import ParamsError
 from unetflow.stage import user_errors
 
 
@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _config(args: argparse.Namespace) -> None:
     """`unetflow config show`: the resolved configuration, each value with its source."""
-    from unetflow.params import describe, load_params
+    from unetflow.config import describe, load_params
 
     params = load_params(args.params)
     preset = args.preset or params["preset"]

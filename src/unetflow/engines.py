@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from unetflow.params import ParamsError, check_params, schema_for
+from unetflow.config import ParamsError, check_params, schema_for
 from unetflow.stage import dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from unetflow.params import ParamsError, leaves, load_params, resolve, shadowed
+from unetflow.config import ParamsError, leaves, load_params, resolve, shadowed
 
 # Errors that are the user's to fix: printed as one clear line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)

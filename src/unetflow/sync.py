@@ -25,8 +25,8 @@ from typing import Any
 
 import yaml
 
+from unetflow.config import ParamsError
 from unetflow.outputs import write_text_atomic
-from unetflow.params import ParamsError
 
 SELECTION_KEYS = ("preset", "datasets", "models")
 NOTHING_TO_DO = "Nothing to be done"

@@ -28,8 +28,8 @@ import torch
 import yaml
 
 from project import ROOT, TINY_PRESET, complete_preset, copy_project, run, tool_env
+from unetflow.config import deep_merge
 from unetflow.outputs import PARTIAL_MARK
-from unetflow.params import deep_merge
 
 pytestmark = pytest.mark.e2e
 

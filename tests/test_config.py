@@ -1,4 +1,4 @@
-"""params.yaml against workflow/schemas/params.schema.yaml: the shipped file and broken copies."""
+"""The config layer: params.yaml against the schema and cross-key rules; presets; config show."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from unetflow.cli import main
-from unetflow.params import ParamsError, check_params, load_params, resolve, schema_for
+from unetflow.config import ParamsError, check_params, load_params, resolve, schema_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"

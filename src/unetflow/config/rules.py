@@ -1,0 +1,111 @@
+"""Every rule params.yaml must meet, checked once before any job runs: the schema, then the
+rules across keys that a schema cannot say."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from unetflow.config.errors import ParamsError
+from unetflow.config.presets import deep_merge
+from unetflow.config.schema import schema_errors
+
+
+def check_params(
+    params: dict[str, Any], schema: dict[str, Any], source: str = "params.yaml"
+) -> None:
+    """Validate against the schema, then what it cannot say; raise ParamsError naming the keys."""
+    errors = schema_errors(params, schema)
+    if not errors:
+        errors += _cross_errors(params)
+    if not errors:
+        for name, preset in params["presets"].items():
+            own = _preset_errors(params, name, preset)
+            if not own:  # then the preset merged over the base must pass every check too
+                merged = deep_merge(params, preset)
+                within = schema_errors(merged, schema) or _cross_errors(merged)
+                own = [f"presets.{name} -> {message}" for message in within]
+            errors += own
+    if errors:
+        raise ParamsError(f"{source} is invalid:\n  " + "\n  ".join(errors))
+
+
+def _preset_errors(params: dict[str, Any], name: str, preset: dict[str, Any]) -> list[str]:
+    """A preset lists exactly the defined datasets and models, and keeps sources and kinds.
+
+    Every job tracks its own preset entry (dvc.yaml); DVC fails on a tracked key that is
+    missing, so the entries must all be there, `{}` where the preset changes nothing."""
+    errors = []
+    for defs in ("dataset_defs", "model_defs"):
+        listed, defined = preset[defs], params[defs]
+        missing = sorted(entry for entry in defined if entry not in listed)
+        if missing:
+            errors.append(
+                f"presets.{name}.{defs}: {missing} missing; every preset lists every entry of "
+                f"{defs} ({{}} for no change), so that each job can track its own"
+            )
+        errors += [
+            f"presets.{name}.{defs}.{entry}: not defined under {defs} ({sorted(defined)})"
+            for entry in listed
+            if entry not in defined
+        ]
+    for dataset, override in preset["dataset_defs"].items():
+        errors += [
+            f"presets.{name}.dataset_defs.{dataset}.{key}: a preset may not change {what}"
+            for key, what in (("source", "where data comes from"), ("kind", "a dataset's kind"))
+            if key in override
+        ]
+    return errors
+
+
+def _cross_errors(params: dict[str, Any]) -> list[str]:
+    errors = []
+    for key, defs in (("datasets", "dataset_defs"), ("models", "model_defs")):
+        for name in params[key]:
+            if name not in params[defs]:
+                known = sorted(params[defs])
+                errors.append(f"{key}: '{name}' is not defined under {defs} ({known})")
+    if params["preset"] not in params["presets"]:
+        errors.append(f"preset: '{params['preset']}' is not one of {sorted(params['presets'])}")
+    for name, spec in params["dataset_defs"].items():
+        split = spec["split"]
+        if spec["kind"] == "em":
+            for part, (start, stop) in split.items():
+                if stop <= start:
+                    errors.append(f"dataset_defs.{name}.split.{part}: [{start}, {stop}] is empty")
+        elif abs(sum(split.values()) - 1.0) > 1e-6:
+            shown = " + ".join(f"{part} {value:g}" for part, value in split.items())
+            errors.append(
+                f"dataset_defs.{name}.split: {shown} = {sum(split.values()):g}; "
+                "expected the fractions to sum to 1"
+            )
+        errors += _augment_errors(name, spec["augment"])
+        source = spec["source"]
+        if source["type"] == "synthetic":
+            needed = (
+                ("n_train", "n_test", "size")
+                if spec["kind"] == "em"
+                else ("n_images", "n_unmasked", "size")
+            )
+            errors += [
+                f"dataset_defs.{name}.source.{key}: required for a synthetic {spec['kind']} dataset"
+                for key in needed
+                if key not in source
+            ]
+    return errors
+
+
+def _augment_errors(name: str, augment: dict[str, Any]) -> list[str]:
+    """The augment stage's own constraints: the shift comes out of the mirror padding, and
+    the gamma and contrast ranges run from low to high."""
+    key = f"dataset_defs.{name}.augment"
+    errors = []
+    if augment["shift_px"] > augment["pad_px"]:
+        errors.append(
+            f"{key}.shift_px: {augment['shift_px']} > pad_px {augment['pad_px']}; expected "
+            "shift_px <= pad_px (the shift is taken from the mirror padding)"
+        )
+    for part in ("gamma", "contrast"):
+        low, high = augment[part]
+        if low > high:
+            errors.append(f"{key}.{part}: [{low:g}, {high:g}]; expected [low, high], low <= high")
+    return errors
