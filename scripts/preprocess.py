@@ -21,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dataset = params["dataset_defs"][args.dataset]
     # the schema allows only these two kinds, checked when params.yaml is loaded
     if dataset["kind"] == "cxr":  # a seeded split, unlike EM's fixed slice ranges
-        preprocess_cxr(args.raw, args.out, dataset, seed=params["seed"], dataset=args.dataset)
+        preprocess_cxr(args.raw, args.out, dataset, seed=params["seed"])
     else:
         preprocess_em(args.raw, args.out, dataset)
 

@@ -59,6 +59,7 @@ def _set(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
+PAPER_RECIPE = yaml.safe_load(PARAMS.read_text())["model_defs"]["unet_paper"]["train"]
 BROKEN = [
     ("model_defs.unet_modern.widht", 16, r"model_defs\.unet_modern: .*'widht' was unexpected"),
     ("model_defs.unet_modern.train", {"epochs": -3}, r"model_defs\.unet_modern\.train\.epochs: -3"),
@@ -99,6 +100,21 @@ BROKEN = [
         r"presets\.full\.dataset_defs\.isbi2013: not defined under dataset_defs \(\['isbi2012'",
     ),
     ("presets.quick.trian", {}, r"presets\.quick: .*'trian' was unexpected"),
+    ("model_defs.unet_modern.train.loss", "focal", r"unet_modern\.train\.loss: 'focal' is not"),
+    ("model_defs.unet_modern.train.epochs", 0, r"unet_modern\.train\.epochs: 0 is less than the"),
+    ("train.amp", "fp8", r"train\.amp: 'fp8' is not one of"),
+    (
+        "model_defs.unet_paper.tile",
+        570,
+        r"model_defs\.unet_paper\.tile: input size 570 px does not fit a depth-4 'valid' U-Net: "
+        r"the max-pool of level 1 would see an odd size \(279 px\); nearest valid sizes: "
+        r"\[540, 556, 572, 588\]",
+    ),
+    (
+        "model_defs.unet_paper.train",
+        {**PAPER_RECIPE, "nesterov": True, "momentum": 0.0},
+        r"model_defs\.unet_paper\.train\.nesterov: true needs momentum > 0",
+    ),
     (
         "dataset_defs.isbi2012.augment.shift_px",
         100,
@@ -165,3 +181,52 @@ def test_config_show_marks_each_value_with_its_source(capsys):
     with pytest.raises(SystemExit):
         main(["config", "show", "--params", str(ROOT / "params.yaml"), "--dataset", "nope"])
     assert "error: dataset_defs: ['nope'] not defined" in capsys.readouterr().err
+
+
+# The rules the stages used to check themselves, each now refused by the config layer before
+# any job runs: (the stage module that held it, the key, a bad value, the message).
+STAGE_RULES = [
+    ("augmentation", "dataset_defs.isbi2012.augment.shift_px", 100, r"shift_px: 100 > pad_px"),
+    ("augmentation", "dataset_defs.isbi2012.augment.contrast", [1.2, 0.9], r"contrast: \[1\.2"),
+    ("augmentation", "dataset_defs.isbi2012.augment.elastic_grid", 1, r"elastic_grid: 1 is less"),
+    ("augmentation", "dataset_defs.isbi2012.augment.copies", -1, r"copies: -1 is less"),
+    ("training", "model_defs.unet_modern.train.loss", "focal", r"loss: 'focal' is not one of"),
+    ("training", "model_defs.unet_modern.train.optimizer", "lion", r"optimizer: 'lion' is not"),
+    ("training", "model_defs.unet_modern.train.epochs", 0, r"epochs: 0 is less than"),
+    ("training", "model_defs.unet_modern.train.plateau_patience", 0, r"plateau_patience: 0 is"),
+    ("training", "model_defs.unet_modern.train.pos_weight", 2.5, r"pos_weight: 2\.5 is not one"),
+    ("training", "train.amp", "fp8", r"train\.amp: 'fp8' is not one of"),
+    ("training", "model_defs.unet_modern.tile", 100, r"unet_modern\.tile: input size 100 px"),
+    ("training", "model_defs.unet_modern.kind", "vit", r"unet_modern(\.kind)?: .*vit"),
+    ("cxr", "dataset_defs.shenzhen.split.val", 0.3, r"shenzhen\.split: .* = 1\.1; expected"),
+    ("cxr", "dataset_defs.shenzhen.preprocess.label_threshold", 0, r"label_threshold: 0 is less"),
+    ("cxr", "dataset_defs.shenzhen.preprocess.size", "big", r"size: 'big' is not of type"),
+    ("datasets", "dataset_defs.isbi2012.split.train", [5, 5], r"split\.train: \[5, 5\] is empty"),
+    ("datasets", "dataset_defs.isbi2012.split.holdout", [5, 6], r"'holdout' was unexpected"),
+    ("inference", "infer.overlap", 0.95, r"infer\.overlap: 0\.95 is greater than"),
+    ("inference", "infer.blend", "max", r"infer\.blend: 'max' is not one of"),
+]
+
+
+@pytest.mark.parametrize(("module", "key", "value", "message"), STAGE_RULES)
+def test_rules_the_stages_held_are_the_config_layers(params, schema, module, key, value, message):
+    broken = copy.deepcopy(params)
+    _set(broken, key, value)
+    with pytest.raises(ParamsError, match=message):
+        check_params(broken, schema)
+
+
+def test_stages_hold_no_checks_or_defaults_of_their_own():
+    import unetflow.augmentation as augmentation
+    import unetflow.cxr as cxr
+    import unetflow.datasets as datasets
+    import unetflow.training as training
+
+    gone = {
+        augmentation: ["_check_cfg", "CFG_KEYS"],
+        training: ["MODEL_TRAIN_DEFAULTS", "RUN_DEFAULTS", "INFER_DEFAULTS", "_choice", "_number"],
+        cxr: ["DEFAULT_SIZE", "DEFAULT_THRESHOLD", "SUM_TOLERANCE"],
+        datasets: ["_parse_split"],
+    }
+    left = [f"{m.__name__}.{n}" for m, names in gone.items() for n in names if hasattr(m, n)]
+    assert left == []

@@ -28,6 +28,7 @@ from torch import nn
 
 from unetflow.checkpoints import save_model
 from unetflow.config import load_params
+from unetflow.geometry import output_size, valid_input_sizes
 from unetflow.images import ImageError, read_float_tiff, read_gray, write_float_tiff
 from unetflow.inference import (
     InferenceError,
@@ -38,7 +39,7 @@ from unetflow.inference import (
     predict_probability,
     tile_starts,
 )
-from unetflow.models import MeanMask, UNet, build_model, output_size, valid_input_sizes
+from unetflow.models import MeanMask, UNet, build_model
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

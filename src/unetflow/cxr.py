@@ -86,9 +86,6 @@ MASK_SUFFIX = "_mask.png"
 METADATA_CSV = "shenzhen_metadata.csv"
 METADATA_COLUMNS = ("study_id", "sex", "age", "findings")
 READINGS_DIR = "ClinicalReadings"
-DEFAULT_SIZE = 512
-DEFAULT_THRESHOLD = 128
-SUM_TOLERANCE = 1e-9
 
 _SEXES = {"male": "male", "female": "female"}
 _FIRST_LINE = re.compile(
@@ -137,19 +134,15 @@ class Scan:
     metadata_note: str = ""
 
 
-def preprocess_cxr(
-    raw: Path, out: Path, cfg: dict, *, seed: int, dataset: str | None = None
-) -> None:
+def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
     """Turn a raw CXR dataset folder into the processed layout of the module docstring.
 
     `cfg` is the resolved ``dataset_defs.<name>`` dict (``preprocess`` and ``split``
-    fractions), `seed` the top-level params seed and `dataset` the name used in error
-    messages (default: the raw folder's name).
+    fractions, checked by the config layer) and `seed` the top-level params seed.
     """
     raw, out = Path(raw), Path(out)
-    name = dataset or raw.name
-    size, threshold, score_size = _preprocess_settings(cfg.get("preprocess") or {}, name)
-    fractions = split_fractions(cfg.get("split"), name)
+    size, threshold, score_size = _preprocess_settings(cfg["preprocess"])
+    fractions = split_fractions(cfg["split"])
     scan = scan_raw(raw)
     split_of = stratified_split(
         [c.id for c in scan.cases], [c.stratum for c in scan.cases], fractions, seed
@@ -334,26 +327,11 @@ def parse_sex_age(text: str, where: str = "reading") -> tuple[str, int]:
     return sex, 0 if unit in _DAYS else age
 
 
-def split_fractions(split: Any, dataset: str) -> dict[str, Fraction]:
-    """The ``split`` fractions as exact fractions summing to 1; errors name the params key."""
-    key = f"dataset_defs.{dataset}.split"
-    if not isinstance(split, Mapping) or set(split) != set(SPLIT_NAMES):
-        got = sorted(split) if isinstance(split, Mapping) else repr(split)
-        raise DataError(f"{key}: expected fractions for {list(SPLIT_NAMES)}, got {got}")
-    values: dict[str, float] = {}
-    for name in SPLIT_NAMES:
-        value = split[name]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-            raise DataError(f"{key}.{name}: expected a fraction in [0, 1], got {value!r}")
-        values[name] = float(value)
-    if values["train"] <= 0:
-        raise DataError(f"{key}.train: expected a fraction above 0, got {values['train']}")
-    total = sum(values.values())
-    if abs(total - 1) > SUM_TOLERANCE:
-        shown = " + ".join(f"{n} {v:g}" for n, v in values.items())
-        raise DataError(f"{key}: {shown} = {total:g}; expected the fractions to sum to 1")
-    exact = {n: Fraction(v).limit_denominator(10**9) for n, v in values.items()}
-    return {n: f / sum(exact.values()) for n, f in exact.items()}
+def split_fractions(split: Mapping[str, float]) -> dict[str, Fraction]:
+    """The ``split`` fractions (checked by the config layer to sum to 1) as exact fractions
+    that sum to 1 exactly."""
+    exact = {name: Fraction(split[name]).limit_denominator(10**9) for name in SPLIT_NAMES}
+    return {name: f / sum(exact.values()) for name, f in exact.items()}
 
 
 def split_sizes(n: int, fractions: Mapping[str, Fraction | float]) -> dict[str, int]:
@@ -549,19 +527,9 @@ def _combine_stats(parts: list[tuple[int, float, float]]) -> tuple[float, float]
     return mean, float(np.sqrt(m2 / total))
 
 
-def _preprocess_settings(pre: Mapping[str, Any], dataset: str) -> tuple[int, int, int]:
-    """(size, label_threshold, score_size) with defaults; errors name the params key."""
-    key = f"dataset_defs.{dataset}.preprocess"
-    size = pre.get("size", DEFAULT_SIZE)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise DataError(f"{key}.size: expected a positive integer, got {size!r}")
-    score_size = pre.get("score_size", size)
-    if isinstance(score_size, bool) or not isinstance(score_size, int) or score_size < 1:
-        raise DataError(f"{key}.score_size: expected a positive integer, got {score_size!r}")
-    threshold = pre.get("label_threshold", DEFAULT_THRESHOLD)
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or not 1 <= threshold <= 255:
-        raise DataError(f"{key}.label_threshold: expected an integer in 1..255, got {threshold!r}")
-    return size, threshold, score_size
+def _preprocess_settings(pre: Mapping[str, Any]) -> tuple[int, int, int]:
+    """(size, label_threshold, score_size), as the config layer checked them."""
+    return int(pre["size"]), int(pre["label_threshold"]), int(pre["score_size"])
 
 
 def _hw(shape: tuple[int, ...]) -> str:

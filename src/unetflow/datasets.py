@@ -49,7 +49,7 @@ from unetflow.images import (
     write_png,
 )
 from unetflow.outputs import staged_dir
-from unetflow.processed import PREDICT_SPLIT, SPLIT_COLUMNS, SPLIT_NAMES, DataError
+from unetflow.processed import PREDICT_SPLIT, SPLIT_COLUMNS, DataError
 from unetflow.progress import progress
 
 LABEL_NAMES = {"0": "membrane", "1": "cell"}
@@ -73,7 +73,7 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
     ``test`` to half-open ``[start, stop]`` ranges of labelled slice indices.
     """
     raw, out = Path(raw), Path(out)
-    ranges = _parse_split(cfg.get("split"))
+    ranges = {name: (int(start), int(stop)) for name, (start, stop) in cfg["split"].items()}
     labelled, unlabelled, layout = _find_slices(raw)
     n = len(labelled)
     _check_ranges(ranges, n, raw)
@@ -104,7 +104,7 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
                 f"{raw}: train slices are constant (std 0); expected varying intensities"
             )
 
-        weight_cfg = (cfg.get("preprocess") or {}).get("weight_map")
+        weight_cfg = cfg["preprocess"].get("weight_map")  # absent: no weight maps
         if weight_cfg is not None:
             (work / "weights").mkdir()
         for sl, image, mask in kept:
@@ -163,37 +163,12 @@ class _StackShape:
 def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) -> None:
     """``weights/<id>.tif``: the paper's border weight map of a train mask; the first one is
     also drawn beside its mask in ``weight_map.png``."""
-    from unetflow.weightmaps import DEFAULTS, border_weight_map, weight_map_figure
+    from unetflow.weightmaps import border_weight_map, weight_map_figure
 
-    settings = {**DEFAULTS, **weight_cfg}
-    weights = border_weight_map(mask, **settings)
+    weights = border_weight_map(mask, **weight_cfg)
     write_float_tiff(work / "weights" / f"{sid}.tif", weights, level=1)
     if not (work / "weight_map.png").exists():
         weight_map_figure(mask, weights, sid).savefig(work / "weight_map.png", dpi=100)
-
-
-def _parse_split(split: Any) -> dict[str, tuple[int, int]]:
-    """Check the shape of ``split`` (before any file is read) and return its ranges."""
-    if not isinstance(split, dict) or not split:
-        raise DataError(f"split: expected a mapping of {list(SPLIT_NAMES)} to [start, stop]")
-    ranges: dict[str, tuple[int, int]] = {}
-    for name, value in split.items():
-        if name not in SPLIT_NAMES:
-            raise DataError(f"split.{name}: unknown split; expected one of {list(SPLIT_NAMES)}")
-        ok = (
-            isinstance(value, list | tuple)
-            and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        )
-        if not ok:
-            raise DataError(
-                f"split.{name}: expected [start, stop] integer slice indices (half-open), "
-                f"got {value!r}"
-            )
-        ranges[name] = (int(value[0]), int(value[1]))
-    if "train" not in ranges:
-        raise DataError("split.train: missing; expected [start, stop] with at least one slice")
-    return ranges
 
 
 def _check_ranges(ranges: dict[str, tuple[int, int]], n: int, raw: Path) -> None:

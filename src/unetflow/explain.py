@@ -50,16 +50,11 @@ from skimage.transform import resize
 from torch import Tensor, nn
 
 from unetflow.checkpoints import load_model
+from unetflow.geometry import output_size, valid_input_sizes
 from unetflow.images import read_gray, read_processed_image, write_float_tiff
 from unetflow.inference import resolve_device, tile_starts
 from unetflow.losses import loss_value
-from unetflow.models import (
-    UNet,
-    evaluating,
-    foreground_probability,
-    output_size,
-    valid_input_sizes,
-)
+from unetflow.models import UNet, evaluating, foreground_probability
 from unetflow.outputs import staged_dir
 from unetflow.processed import read_split
 from unetflow.progress import progress
@@ -519,7 +514,7 @@ def explain_run(
     ``clusters.csv`` (:func:`latent_table`) and ``latent.png`` (:func:`latent_figure`).
     """
     processed, per_image, out = Path(processed), Path(per_image), Path(out)
-    device = resolve_device(str(cfg.get("device", "cpu")))
+    device = resolve_device(str(cfg["device"]))
     model, meta = load_model(checkpoint, device)
     kind = (meta.get("dataset") or {}).get("kind")
     summary: dict[str, Any] = {"dataset": dataset, "model": model_name, "applicable": True}

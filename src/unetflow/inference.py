@@ -278,7 +278,7 @@ def infer_dataset(
                 prob = np.clip(resize_image(prob, read_gray(score_mask).shape), 0, 1).astype(
                     np.float32
                 )
-            mask = _mask(prob, infer_cfg.get("threshold", PREDICT_DEFAULTS["threshold"]))
+            mask = _mask(prob, infer_cfg["threshold"])
             write_float_tiff(work / "probabilities" / f"{sid}.tif", prob, level=1)
             write_png(work / "masks" / f"{sid}.png", mask)
             index.append(
@@ -308,15 +308,8 @@ def infer_dataset(
 
 
 def _infer_settings(infer_cfg: dict) -> dict:
-    """The predict_probability keywords of params.yaml `infer:` (missing keys: the defaults)."""
-    settings = {
-        "overlap": float(infer_cfg.get("overlap", PREDICT_DEFAULTS["overlap"])),
-        "blend": infer_cfg.get("blend", PREDICT_DEFAULTS["blend"]),
-        "tta": bool(infer_cfg.get("tta", False)),
-        "batch_size": int(infer_cfg.get("batch_size", PREDICT_DEFAULTS["batch_size"])),
-    }
-    _check_settings(amp="none", **{k: v for k, v in settings.items() if k != "tta"})
-    return settings
+    """The predict_probability keywords of params.yaml `infer:` (checked by the config layer)."""
+    return {key: infer_cfg[key] for key in ("overlap", "blend", "tta", "batch_size")}
 
 
 def _mask(prob: np.ndarray, threshold: float) -> np.ndarray:

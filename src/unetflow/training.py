@@ -59,54 +59,13 @@ from torch import Tensor, nn
 from unetflow.checkpoints import CheckpointError, atomic_torch_save, read_checkpoint, save_model
 from unetflow.images import read_float_tiff, read_gray, read_processed_image
 from unetflow.inference import InferenceError, predict_probability, resolve_device
-from unetflow.losses import LOSSES, loss_value, out_channels_for, probability_bce
+from unetflow.losses import loss_value, out_channels_for, probability_bce
 from unetflow.metrics import dice, iou
 from unetflow.models import MeanMask, build_model
 from unetflow.processed import read_split
 from unetflow.progress import progress
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "plateau", "cosine", "poly")
-SELECTS = ("dice", "iou", "loss")
 AMPS = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-MODEL_TRAIN_DEFAULTS: dict[str, Any] = {
-    "loss": "dice_ce",
-    "pos_weight": "none",
-    "optimizer": "adamw",
-    "lr": 0.001,
-    "momentum": 0.9,
-    "nesterov": False,
-    "weight_decay": 0.0,
-    "schedule": "constant",
-    "plateau_factor": 0.5,
-    "plateau_patience": 10,
-    "min_lr": 0.0,
-    "poly_power": 0.9,
-    "batch_size": 4,
-    "epochs": 1,
-    "steps_per_epoch": 10,
-    "select": "dice",
-    "early_stop": 0,
-    "flips": True,
-    "weight_map": True,
-}
-RUN_DEFAULTS: dict[str, Any] = {
-    "device": "auto",
-    "amp": "none",
-    "channels_last": False,
-    "compile": False,
-    "cudnn_benchmark": True,
-    "workers": 0,
-    "threads": 0,
-    "checkpoint_every": 1,
-}
-INFER_DEFAULTS: dict[str, Any] = {
-    "overlap": 0.25,
-    "blend": "gaussian",
-    "tta": False,
-    "batch_size": 4,
-    "threshold": 0.5,
-}
 SPEED_ONLY_KEYS = ("workers", "threads", "checkpoint_every")
 LAST = "last.pt"
 CHECKPOINT_FORMAT = 1
@@ -119,28 +78,28 @@ class TrainingError(RuntimeError):
 # --------------------------------------------------------------------------- settings
 
 
-def _choice(key: str, value: Any, choices: tuple[str, ...] | dict[str, Any]) -> str:
-    if value not in choices:
-        raise TrainingError(f"{key}: '{value}' is not one of {list(choices)}")
-    return str(value)
+@dataclass(frozen=True)
+class _RunSettings:
+    """How a train job runs, whatever the model: the `train` and `infer` sections."""
 
-
-def _number(key: str, value: Any, minimum: float, *, integer: bool = False) -> Any:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= minimum
-    if integer:
-        ok = ok and float(value).is_integer()
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        raise TrainingError(f"{key}: {value!r}; expected {kind} >= {minimum}")
-    return int(value) if integer else float(value)
+    device: str
+    amp: str
+    channels_last: bool
+    compile: bool
+    cudnn_benchmark: bool
+    workers: int
+    threads: int
+    checkpoint_every: int
+    infer: dict[str, Any]
+    threshold: float
 
 
 @dataclass(frozen=True)
-class _Settings:
-    """The validated knobs of one run."""
+class _Settings(_RunSettings):
+    """A U-Net's run settings and its recipe (`model_defs.<model>.train`)."""
 
     loss: str
-    pos_weight: Any
+    pos_weight: str
     optimizer: str
     lr: float
     momentum: float
@@ -158,62 +117,35 @@ class _Settings:
     early_stop: int
     flips: bool
     weight_map: bool
-    device: str
-    amp: str
-    channels_last: bool
-    compile: bool
-    cudnn_benchmark: bool
-    workers: int
-    threads: int
-    checkpoint_every: int
-    infer: dict[str, Any] = field(default_factory=dict)
-    threshold: float = 0.5
 
 
-def _settings(model_name: str, model_cfg: dict, train_cfg: dict, infer_cfg: dict) -> _Settings:
-    m = {**MODEL_TRAIN_DEFAULTS, **(model_cfg.get("train") or {})}
-    r = {**RUN_DEFAULTS, **(train_cfg or {})}
-    i = {**INFER_DEFAULTS, **(infer_cfg or {})}
-    key = f"model_defs.{model_name}.train"
-    pos_weight = m["pos_weight"]
-    if pos_weight not in ("none", "auto", None):
-        pos_weight = _number(f"{key}.pos_weight", pos_weight, 0.0)
-    return _Settings(
-        loss=_choice(f"{key}.loss", m["loss"], LOSSES),
-        pos_weight=pos_weight,
-        optimizer=_choice(f"{key}.optimizer", m["optimizer"], OPTIMIZERS),
-        lr=_number(f"{key}.lr", m["lr"], 0.0),
-        momentum=_number(f"{key}.momentum", m["momentum"], 0.0),
-        nesterov=bool(m["nesterov"]),
-        weight_decay=_number(f"{key}.weight_decay", m["weight_decay"], 0.0),
-        schedule=_choice(f"{key}.schedule", m["schedule"], SCHEDULES),
-        plateau_factor=_number(f"{key}.plateau_factor", m["plateau_factor"], 0.0),
-        plateau_patience=_number(f"{key}.plateau_patience", m["plateau_patience"], 1, integer=True),
-        min_lr=_number(f"{key}.min_lr", m["min_lr"], 0.0),
-        poly_power=_number(f"{key}.poly_power", m["poly_power"], 0.0),
-        batch_size=_number(f"{key}.batch_size", m["batch_size"], 1, integer=True),
-        epochs=_number(f"{key}.epochs", m["epochs"], 1, integer=True),
-        steps=_number(f"{key}.steps_per_epoch", m["steps_per_epoch"], 1, integer=True),
-        select=_choice(f"{key}.select", m["select"], SELECTS),
-        early_stop=_number(f"{key}.early_stop", m["early_stop"], 0, integer=True),
-        flips=bool(m["flips"]),
-        weight_map=bool(m["weight_map"]),
-        device=str(r["device"]),
-        amp=_choice("train.amp", r["amp"], AMPS),
-        channels_last=bool(r["channels_last"]),
-        compile=bool(r["compile"]),
-        cudnn_benchmark=bool(r["cudnn_benchmark"]),
-        workers=_number("train.workers", r["workers"], 0, integer=True),
-        threads=_number("train.threads", r["threads"], 0, integer=True),
-        checkpoint_every=_number("train.checkpoint_every", r["checkpoint_every"], 1, integer=True),
-        infer={
-            "overlap": float(i["overlap"]),
-            "blend": str(i["blend"]),
-            "tta": bool(i["tta"]),
-            "batch_size": _number("infer.batch_size", i["batch_size"], 1, integer=True),
-        },
-        threshold=_number("infer.threshold", i["threshold"], 0.0),
-    )
+def _run_settings(train_cfg: dict, infer_cfg: dict) -> dict[str, Any]:
+    """The fields of `_RunSettings`, from the `train` and `infer` sections as the config layer
+    (`unetflow.config`) checked them: every key there, of the right type and in range."""
+    return {
+        **{key: train_cfg[key] for key in _RUN_KEYS},
+        "infer": {key: infer_cfg[key] for key in ("overlap", "blend", "tta", "batch_size")},
+        "threshold": float(infer_cfg["threshold"]),
+    }
+
+
+_RUN_KEYS = (
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "cudnn_benchmark",
+    "workers",
+    "threads",
+    "checkpoint_every",
+)
+
+
+def _settings(model_cfg: dict, train_cfg: dict, infer_cfg: dict) -> _Settings:
+    """A U-Net's settings: its checked recipe with the run settings."""
+    recipe = {**model_cfg["train"]}
+    recipe["steps"] = recipe.pop("steps_per_epoch")
+    return _Settings(**_run_settings(train_cfg, infer_cfg), **recipe)
 
 
 # --------------------------------------------------------------------------- data
@@ -471,10 +403,8 @@ def _better(value: float, best: float | None, maximise: bool) -> bool:
     return value > best if maximise else value < best
 
 
-def _optimizer(s: _Settings, params: Any, model_name: str) -> torch.optim.Optimizer:
+def _optimizer(s: _Settings, params: Any) -> torch.optim.Optimizer:
     if s.optimizer == "sgd":
-        if s.nesterov and s.momentum <= 0:
-            raise TrainingError(f"model_defs.{model_name}.train.nesterov: needs momentum > 0")
         return torch.optim.SGD(
             params, lr=s.lr, momentum=s.momentum, nesterov=s.nesterov, weight_decay=s.weight_decay
         )
@@ -608,7 +538,7 @@ def _read_resume(path: Path, expected: str, model_state: dict[str, Tensor]) -> d
 
 
 @contextlib.contextmanager
-def _torch_settings(s: _Settings, device: torch.device) -> Iterator[None]:
+def _torch_settings(s: _RunSettings, device: torch.device) -> Iterator[None]:
     """Thread count and cuDNN autotuning for the run; the previous values come back after."""
     threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     if s.threads > 0:
@@ -623,7 +553,7 @@ def _torch_settings(s: _Settings, device: torch.device) -> Iterator[None]:
 
 
 def _validate(
-    model: nn.Module, val: _Pairs, s: _Settings, tile: int, device: torch.device
+    model: nn.Module, val: _Pairs, s: _RunSettings, tile: int, device: torch.device
 ) -> dict[str, float]:
     """val/loss, val/dice and val/iou of full-image overlap-tile inference (means over images)."""
     losses, dices, ious = [], [], []
@@ -667,10 +597,12 @@ def train(
     processed, model_out = Path(processed), Path(model_out)
     live_dir, checkpoint_dir = Path(live_dir), Path(checkpoint_dir)
     augmented = Path(augmented) if augmented is not None else None
-    kind = model_cfg.get("kind")
-    if kind not in ("unet", "mean_mask"):
-        raise TrainingError(f"model_defs.{model_name}.kind: '{kind}'; expected unet or mean_mask")
-    s = _settings(model_name, model_cfg, train_cfg, infer_cfg)
+    kind = model_cfg["kind"]
+    s = (
+        _RunSettings(**_run_settings(train_cfg, infer_cfg))
+        if kind == "mean_mask"
+        else _settings(model_cfg, train_cfg, infer_cfg)
+    )
     try:
         device = resolve_device(s.device)
     except InferenceError as exc:
@@ -726,7 +658,7 @@ class _Run:
     train_cfg: dict
     infer_cfg: dict
     seed: int
-    settings: _Settings
+    settings: _RunSettings
     device: torch.device
 
     def _meta(self, data: _Data, tile: int, out_channels: int, summary: dict) -> dict[str, Any]:
@@ -776,7 +708,7 @@ class _Run:
         live.log(0, metrics)
         live.end()
         seconds = time.perf_counter() - started
-        select = self.settings.select
+        select = "dice"  # nothing to select among: the baseline's summary reports val Dice
         summary = self._summary(
             epochs=0,
             select=select,
@@ -805,6 +737,7 @@ class _Run:
     ) -> dict[str, Any]:
         """Train a U-Net with resume, validation, best-checkpoint selection and early stopping."""
         s, device, name = self.settings, self.device, self.model_name
+        assert isinstance(s, _Settings)  # a U-Net: run settings and recipe
         started = time.perf_counter()
         data = _load_data(processed, augmented)
         folders = f"{processed}" + (f" and {augmented}" if augmented else "")
@@ -820,8 +753,6 @@ class _Run:
                     f"the training masks in {folders} have none"
                 )
             pos_weight = torch.tensor((total - foreground) / foreground, device=device)
-        elif s.loss == "bce" and isinstance(s.pos_weight, float):
-            pos_weight = torch.tensor(s.pos_weight, device=device)
 
         torch.manual_seed(self.seed)
         if device.type == "cuda":
@@ -830,18 +761,13 @@ class _Run:
             net = build_model(self.model_cfg, out_channels)
         except (ValueError, TypeError) as exc:
             raise TrainingError(f"model_defs.{name}: {exc}") from exc
-        if "tile" not in self.model_cfg:
-            raise TrainingError(f"model_defs.{name}.tile: missing; expected the input tile size")
         tile = int(self.model_cfg["tile"])
-        try:
-            out = int(net.output_size(tile))
-        except ValueError as exc:
-            raise TrainingError(f"model_defs.{name}.tile: {exc}") from exc
+        out = int(net.output_size(tile))
         net = net.to(device)
         if s.channels_last:
             net = net.to(memory_format=torch.channels_last)
         forward = torch.compile(net) if s.compile else net
-        optimizer = _optimizer(s, net.parameters(), name)
+        optimizer = _optimizer(s, net.parameters())
         maximise = s.select != "loss"
         schedule = LrSchedule(s, maximise)
         amp_dtype = AMPS[s.amp] if device.type == "cuda" else None

@@ -8,6 +8,7 @@ from typing import Any
 from unetflow.config.errors import ParamsError
 from unetflow.config.presets import deep_merge
 from unetflow.config.schema import schema_errors
+from unetflow.geometry import output_size
 
 
 def check_params(
@@ -66,6 +67,8 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 errors.append(f"{key}: '{name}' is not defined under {defs} ({known})")
     if params["preset"] not in params["presets"]:
         errors.append(f"preset: '{params['preset']}' is not one of {sorted(params['presets'])}")
+    for name, model in params["model_defs"].items():
+        errors += _model_errors(name, model)
     for name, spec in params["dataset_defs"].items():
         split = spec["split"]
         if spec["kind"] == "em":
@@ -91,6 +94,22 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 for key in needed
                 if key not in source
             ]
+    return errors
+
+
+def _model_errors(name: str, model: dict[str, Any]) -> list[str]:
+    """A U-Net's tile must fit its depth and padding (every max-pool sees an even size), and
+    Nesterov momentum needs a momentum."""
+    if model["kind"] != "unet":
+        return []
+    errors = []
+    try:
+        output_size(model["tile"], model["depth"], model["padding"])
+    except ValueError as exc:
+        errors.append(f"model_defs.{name}.tile: {exc}")
+    train = model["train"]
+    if train["optimizer"] == "sgd" and train["nesterov"] and train["momentum"] <= 0:
+        errors.append(f"model_defs.{name}.train.nesterov: true needs momentum > 0")
     return errors
 
 
