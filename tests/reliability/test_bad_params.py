@@ -115,6 +115,14 @@ CASES: dict[str, tuple[Callable[[Params], None], list[str] | tuple[list[str], li
         setting("model_defs", "unet_modern", "train", "plateau_patience", value=0),
         ["model_defs.unet_modern.train.plateau_patience: 0 is less than the minimum of 1"],
     ),
+    "a tile the U-Net cannot take": (
+        setting("model_defs", "unet_paper", "tile", value=570),
+        [
+            "model_defs.unet_paper.tile: input size 570 px does not fit a depth-4 'valid' U-Net: "
+            "the max-pool of level 1 would see an odd size (279 px); nearest valid sizes: "
+            "[540, 556, 572, 588]"
+        ],
+    ),
     "a preset that leaves out a model": (
         setting("presets", "tiny", "model_defs", value={"unet_modern": {}}),
         [
