@@ -203,6 +203,14 @@ STAGE_RULES = [
     ("cxr", "dataset_defs.shenzhen.preprocess.size", "big", r"size: 'big' is not of type"),
     ("datasets", "dataset_defs.isbi2012.split.train", [5, 5], r"split\.train: \[5, 5\] is empty"),
     ("datasets", "dataset_defs.isbi2012.split.holdout", [5, 6], r"'holdout' was unexpected"),
+    ("sources", "dataset_defs.isbi2012.source.type", "ftp", r"source\.type: 'ftp' is not one of"),
+    ("sources", "download.retries", -1, r"download\.retries: -1 is less than"),
+    (
+        "sources",
+        "dataset_defs.synth_em.source",
+        {"type": "synthetic"},
+        r"source\.n_train: required",
+    ),
     ("inference", "infer.overlap", 0.95, r"infer\.overlap: 0\.95 is greater than"),
     ("inference", "infer.blend", "max", r"infer\.blend: 'max' is not one of"),
 ]
@@ -220,6 +228,7 @@ def test_stages_hold_no_checks_or_defaults_of_their_own():
     import unetflow.augmentation as augmentation
     import unetflow.cxr as cxr
     import unetflow.datasets as datasets
+    import unetflow.sources as sources
     import unetflow.training as training
 
     gone = {
@@ -227,6 +236,7 @@ def test_stages_hold_no_checks_or_defaults_of_their_own():
         training: ["MODEL_TRAIN_DEFAULTS", "RUN_DEFAULTS", "INFER_DEFAULTS", "_choice", "_number"],
         cxr: ["DEFAULT_SIZE", "DEFAULT_THRESHOLD", "SUM_TOLERANCE"],
         datasets: ["_parse_split"],
+        sources: ["_require"],
     }
     left = [f"{m.__name__}.{n}" for m, names in gone.items() for n in names if hasattr(m, n)]
     assert left == []

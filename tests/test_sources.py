@@ -473,17 +473,6 @@ def test_folder_source_errors(tmp_path):
 # --- dispatch --------------------------------------------------------------------------
 
 
-def test_download_dataset_rejects_unknown_source(tmp_path):
-    out = tmp_path / "raw" / "x"
-    with pytest.raises(DownloadError, match=r"dataset_defs\.x\.source\.type: expected"):
-        download_dataset("x", {"source": {"type": "ftp"}}, DOWNLOAD_CFG, Path("m"), out, 0)
-    with pytest.raises(DownloadError, match=r"dataset_defs\.x\.source: expected a mapping"):
-        download_dataset("x", {}, DOWNLOAD_CFG, Path("m"), out, 0)
-    with pytest.raises(DownloadError, match=r"download: missing key 'retries'"):
-        download_dataset("x", {"source": {"type": "manifest"}}, {"timeout_s": 1}, Path("m"), out, 0)
-    assert_nothing_published(out)
-
-
 @pytest.mark.parametrize(
     ("kind", "source", "expected"),
     [

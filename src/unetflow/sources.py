@@ -448,13 +448,6 @@ def _sums_of_tree(folder: Path) -> dict[str, str]:
     }
 
 
-def _require(cfg: Mapping[str, Any], key: str, where: str) -> Any:
-    """cfg[key], or a DownloadError naming the missing key."""
-    if key not in cfg:
-        raise DownloadError(f"{where}: missing key {key!r}")
-    return cfg[key]
-
-
 def download_dataset(
     dataset: str,
     dataset_cfg: dict,
@@ -463,52 +456,39 @@ def download_dataset(
     out: Path,
     seed: int,
 ) -> None:
-    """Produce `out` (data/raw/<dataset>/) from the source: a manifest, a folder or synthetic."""
-    where = f"dataset_defs.{dataset}.source"
-    source = dataset_cfg.get("source")
-    if not isinstance(source, Mapping):
-        raise DownloadError(f"{where}: expected a mapping with a 'type' key, got {source!r}")
-    kind = _require(source, "type", where)
-    out = Path(out)
-    if kind == "manifest":
+    """Produce `out` (data/raw/<dataset>/) from the source: a manifest, a folder or synthetic.
+    `dataset_cfg` and `download_cfg` are as the config layer checked them."""
+    source, out = dataset_cfg["source"], Path(out)
+    if source["type"] == "manifest":
         fetch_manifest(
             dataset,
             Path(manifest),
             out,
             mirror=os.environ.get(MIRROR_ENV) or None,
-            timeout_s=float(_require(download_cfg, "timeout_s", "download")),
-            retries=int(_require(download_cfg, "retries", "download")),
-            backoff_s=float(_require(download_cfg, "backoff_s", "download")),
+            timeout_s=float(download_cfg["timeout_s"]),
+            retries=int(download_cfg["retries"]),
+            backoff_s=float(download_cfg["backoff_s"]),
         )
-    elif kind == "folder":
-        copy_folder(dataset, Path(_require(source, "path", where)), out)
-    elif kind == "synthetic":
+    elif source["type"] == "folder":
+        copy_folder(dataset, Path(source["path"]), out)
+    else:
         from unetflow import synthetic  # lazy: only synthetic datasets need it
 
-        data_kind = dataset_cfg.get("kind")
         with staged_dir(out) as work:
-            if data_kind == "em":
+            if dataset_cfg["kind"] == "em":
                 synthetic.generate_synth_em(
                     work,
-                    n_train=int(_require(source, "n_train", where)),
-                    n_test=int(_require(source, "n_test", where)),
-                    size=int(_require(source, "size", where)),
-                    seed=seed,
-                )
-            elif data_kind == "cxr":
-                synthetic.generate_synth_cxr(
-                    work,
-                    n_images=int(_require(source, "n_images", where)),
-                    n_unmasked=int(_require(source, "n_unmasked", where)),
-                    size=int(_require(source, "size", where)),
+                    n_train=int(source["n_train"]),
+                    n_test=int(source["n_test"]),
+                    size=int(source["size"]),
                     seed=seed,
                 )
             else:
-                raise DownloadError(
-                    f"dataset_defs.{dataset}.kind: expected 'em' or 'cxr', got {data_kind!r}"
+                synthetic.generate_synth_cxr(
+                    work,
+                    n_images=int(source["n_images"]),
+                    n_unmasked=int(source["n_unmasked"]),
+                    size=int(source["size"]),
+                    seed=seed,
                 )
             _write_sums(work, _sums_of_tree(work))
-    else:
-        raise DownloadError(
-            f"{where}.type: expected 'manifest', 'folder' or 'synthetic', got {kind!r}"
-        )
