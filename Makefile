@@ -33,7 +33,7 @@ lint: venv
 # Re-pin every package: resolve pyproject.toml (all extras) in a fresh virtualenv and freeze it.
 # pip sees the CPU build of torch on this machine's disk (its find-links); uv and poetry do not.
 lock:
-	rm -rf .lock-venv
+	rm -rf .lock-venv build
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install -q --upgrade pip
 	.lock-venv/bin/pip install -q torch==2.13.0
@@ -43,7 +43,7 @@ lock:
 	  echo "# elasticdeform's wheels are built against numpy 1.x: build it from source."; \
 	  echo "--no-binary elasticdeform"; \
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^unetflow' ; } > $(LOCK)
-	rm -rf .lock-venv
+	rm -rf .lock-venv build
 
 # The light core: a fresh virtualenv with `pip install -c requirements.lock .` (no extras) runs
 # `unetflow predict` on a model trained in the full one, without snakemake, dvc or dvclive.
