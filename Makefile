@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 EXTRAS := workflow,dev,slurm
 
-.PHONY: venv demo test lint lock check-core clean
+.PHONY: venv demo test test-fast lint lock check-core clean
 
 # Every package at the version the lock pins (torch's CPU build included); elasticdeform is
 # built from source against numpy 2, as the lock's --no-binary line says.
@@ -23,6 +23,10 @@ demo: venv
 
 test: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q
+
+# The edit loop: every test that does not run Snakemake or DVC (those are marked e2e).
+test-fast: venv
+	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q -m "not e2e"
 
 lint: venv
 	$(BIN)/ruff check src scripts tests tools

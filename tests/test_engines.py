@@ -15,6 +15,7 @@ def project(tmp_path_factory):
     return copy_project(tmp_path_factory.mktemp("engines") / "p")
 
 
+@pytest.mark.e2e
 def test_command_line_contract_selects_jobs(project):
     out = run(
         [
@@ -31,6 +32,7 @@ def test_command_line_contract_selects_jobs(project):
     assert "synth_em" not in out.stdout
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("config", "message"),
     [
@@ -47,6 +49,7 @@ def test_bad_config_is_refused_before_any_job(project, config, message):
     assert not (project / "data" / "raw").exists()
 
 
+@pytest.mark.e2e
 def test_broken_params_file_is_refused_before_any_job(tmp_path):
     project = copy_project(tmp_path / "p")
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -58,6 +61,7 @@ def test_broken_params_file_is_refused_before_any_job(tmp_path):
     assert not (project / "data" / "raw").exists()
 
 
+@pytest.mark.e2e
 def test_slurm_profile_dry_run(project):
     out = run(["snakemake", "-n", "--workflow-profile", "profiles/slurm"], project)
     assert "download" in out.stdout and "augment" in out.stdout

@@ -22,6 +22,7 @@ def test_linters_are_clean(cmd):
     run(cmd, ROOT)
 
 
+@pytest.mark.e2e
 def test_snakemake_lint_is_clean():
     out = run(["snakemake", "--lint"], ROOT)
     assert "Congratulations, your workflow is in a good condition!" in out.stdout + out.stderr

@@ -123,6 +123,7 @@ def test_each_stage_declares_the_code_it_imports_and_its_own_params_entries():
 
 
 @pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.e2e
 def test_both_engines_define_the_same_jobs(tmp_path, preset):
     project = copy_project(tmp_path / "p", preset=preset, datasets=ALL_DATASETS, models=ALL_MODELS)
     snakemake, dvc = snakemake_jobs(project), dvc_jobs(project)
@@ -143,6 +144,7 @@ def test_both_engines_define_the_same_jobs(tmp_path, preset):
     assert "results/shenzhen/unet_paper/dvclive/metrics.json" in train["outs"]
 
 
+@pytest.mark.e2e
 def test_command_line_selection_matches(tmp_path):
     """`--config datasets=[...]` in Snakemake selects what `-S datasets=[...]` does in DVC."""
     project = copy_project(tmp_path / "p", preset="full", datasets=["isbi2012"])
@@ -296,6 +298,7 @@ def test_contract_check_reports_a_missing_or_extra_dep(tmp_path, path, old, new,
 
 
 @pytest.mark.parametrize(("path", "old", "new", "reported"), MUTATIONS)
+@pytest.mark.e2e
 def test_parity_check_reports_a_one_sided_change(tmp_path, path, old, new, reported):
     project = copy_project(tmp_path / "p", datasets=["synth_em", "isbi2012"])
     _edit(project / path, old, new)

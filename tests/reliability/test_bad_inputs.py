@@ -29,6 +29,8 @@ from unetflow.images import read_gray, write_png
 from unetflow.outputs import PARTIAL_MARK
 from unetflow.synthetic import generate_synth_cxr, generate_synth_em
 
+pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
+
 EM_SIZE = 128
 CXR_SIZE = 128
 N_IMAGES = 22

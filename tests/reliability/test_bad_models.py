@@ -24,6 +24,8 @@ from unetflow.checkpoints import read_checkpoint, save_model
 from unetflow.models import build_model
 from unetflow.outputs import PARTIAL_MARK
 
+pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
+
 RUN = Path("results/synth_em/unet_modern")
 MODEL = RUN / "model.pt"
 PREDICTIONS = RUN / "predictions"

@@ -20,6 +20,8 @@ import yaml
 
 from project import copy_project, run
 
+pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
+
 Params = dict[str, Any]
 
 # Everything a stage writes (outputs, logs, DVC's lock file); data/manifests is the project's.

@@ -20,6 +20,8 @@ import yaml
 from project import copy_project, run
 from unetflow.sources import read_manifest, sha256_file
 
+pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
+
 DATASET = "isbi2012"
 VICTIM = "train/images/00.png"
 # download.retries 1: two attempts; a 1 s timeout against a server that stalls for 3 s.
