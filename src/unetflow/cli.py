@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.config import ParamsError
+from unetflow.config import ParamsError, describe, load_params
 from unetflow.stage import user_errors
 
 
@@ -86,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _config(args: argparse.Namespace) -> None:
     """`unetflow config show`: the resolved configuration, each value with its source."""
-    from unetflow.config import describe, load_params
-
     params = load_params(args.params)
     preset = args.preset or params["preset"]
     if preset not in params["presets"]:
