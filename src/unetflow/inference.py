@@ -255,7 +255,7 @@ def infer_dataset(
     """
     processed, out = Path(processed), Path(out)
     torch_device = resolve_device(device)
-    settings = _infer_settings(infer_cfg)
+    settings = infer_settings(infer_cfg)
     model, meta = load_model(checkpoint, torch_device)
     table = read_split(processed)
     rows = table[table["split"].isin(INFER_SPLITS)]
@@ -307,8 +307,9 @@ def infer_dataset(
     }
 
 
-def _infer_settings(infer_cfg: dict) -> dict:
-    """The predict_probability keywords of params.yaml `infer:` (checked by the config layer)."""
+def infer_settings(infer_cfg: dict) -> dict:
+    """The predict_probability keywords of params.yaml `infer:` (checked by the config layer);
+    the infer stage and the train stage's validation predict with them."""
     return {key: infer_cfg[key] for key in ("overlap", "blend", "tta", "batch_size")}
 
 

@@ -26,9 +26,9 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError
+from unetflow.engines import COMMAND_LINE_KEYS
 from unetflow.outputs import write_text_atomic
 
-SELECTION_KEYS = ("preset", "datasets", "models")
 NOTHING_TO_DO = "Nothing to be done"
 
 
@@ -41,10 +41,9 @@ def parse_config(pairs: list[str]) -> dict[str, Any]:
     selection = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
-        if not sep or key not in SELECTION_KEYS:
-            raise ParamsError(
-                f"--config {pair}: expected KEY=VALUE with KEY one of {', '.join(SELECTION_KEYS)}"
-            )
+        if not sep or key not in COMMAND_LINE_KEYS:
+            keys = ", ".join(COMMAND_LINE_KEYS)
+            raise ParamsError(f"--config {pair}: expected KEY=VALUE with KEY one of {keys}")
         selection[key] = yaml.safe_load(value)
     return selection
 

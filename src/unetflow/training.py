@@ -58,7 +58,12 @@ from torch import Tensor, nn
 
 from unetflow.checkpoints import CheckpointError, atomic_torch_save, read_checkpoint, save_model
 from unetflow.images import read_float_tiff, read_gray, read_processed_image
-from unetflow.inference import InferenceError, predict_probability, resolve_device
+from unetflow.inference import (
+    InferenceError,
+    infer_settings,
+    predict_probability,
+    resolve_device,
+)
 from unetflow.losses import loss_value, out_channels_for, probability_bce
 from unetflow.metrics import dice, iou
 from unetflow.models import MeanMask, build_model
@@ -121,24 +126,9 @@ class _Settings(_RunSettings):
 
 def _run_settings(train_cfg: dict, infer_cfg: dict) -> dict[str, Any]:
     """The fields of `_RunSettings`, from the `train` and `infer` sections as the config layer
-    (`unetflow.config`) checked them: every key there, of the right type and in range."""
-    return {
-        **{key: train_cfg[key] for key in _RUN_KEYS},
-        "infer": {key: infer_cfg[key] for key in ("overlap", "blend", "tta", "batch_size")},
-        "threshold": float(infer_cfg["threshold"]),
-    }
-
-
-_RUN_KEYS = (
-    "device",
-    "amp",
-    "channels_last",
-    "compile",
-    "cudnn_benchmark",
-    "workers",
-    "threads",
-    "checkpoint_every",
-)
+    (`unetflow.config`) checked them: the `train` keys are exactly its first fields."""
+    threshold = float(infer_cfg["threshold"])
+    return {**train_cfg, "infer": infer_settings(infer_cfg), "threshold": threshold}
 
 
 def _settings(model_cfg: dict, train_cfg: dict, infer_cfg: dict) -> _Settings:
