@@ -55,13 +55,16 @@ DELFT = (
     "(TU Delft reproduction, reproducedpapers.org, 2020)"
 )
 DELFT_TEST = "their own held-out ISBI 2012 training slices; ours: slices of params split.test"
-SHENZHEN = "the Shenzhen lung study that unet_andersen reproduces (numbers as in DESIGN.md)"
+SHENZHEN = (
+    'A. O. Andersen, "A Look into U-Net" (the Shenzhen chest X-ray study that unet_andersen '
+    "reproduces): test IoU"
+)
 SHENZHEN_TEST = "their own Shenzhen split; ours: the seeded split of params split"
 
 #: The published references, in the order they are printed. The U-Net paper reports the ISBI
 #: 2012 challenge's scores on the challenge test volume, whose labels are not public, so no
 #: run here measures the same images; the TU Delft reproduction and the Shenzhen study used
-#: their own splits. "Best published" is the DESIGN.md target reference for Shenzhen Dice.
+#: their own splits. The Shenzhen Dice row is the target of docs/targets.md, not a citation.
 REFERENCES: tuple[Reference, ...] = (
     Reference(
         "em", "isbi2012", "U-Net paper", "warping_error", 0.000353, 0.000353, UNET_TEST, UNET_PAPER
@@ -77,12 +80,12 @@ REFERENCES: tuple[Reference, ...] = (
     Reference(
         "cxr",
         "shenzhen",
-        "best published Shenzhen lung Dice",
+        "Shenzhen lung Dice target (≈ best published)",
         "dice",
         0.963,
         0.963,
         "various splits of the Shenzhen set; ours: the seeded split of params split",
-        "DESIGN.md targets table (approximate, ≈ 0.963)",
+        "docs/targets.md: unetflow's target, approximate; no publication is cited for it",
     ),
 )
 COMPARISON_COLUMNS = (
