@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.sources import download_dataset
-from unetflow.stage import job_params, run_stage, stage_parser
+from unetflow.data.download import download_dataset
+from unetflow.engines.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

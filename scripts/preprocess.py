@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.cxr import preprocess_cxr
-from unetflow.datasets import preprocess_em
-from unetflow.stage import job_params, run_stage, stage_parser
+from unetflow.data.cxr import preprocess_cxr
+from unetflow.data.em import preprocess_em
+from unetflow.engines.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import check_params, load_params, schema_for
-from unetflow.reports import summarize
-from unetflow.rows import read_row, row_path
-from unetflow.stage import run_stage
+from unetflow.engines.stage import run_stage
+from unetflow.evaluation.rows import read_row, row_path
+from unetflow.summary.summarize import summarize
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.stage import job_params, run_stage, stage_parser
-from unetflow.training import train
+from unetflow.engines.stage import job_params, run_stage, stage_parser
+from unetflow.training.trainer import train
 
 
 def main(argv: Sequence[str] | None = None) -> None:

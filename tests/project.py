@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from unetflow.config import deep_merge
-from unetflow.sources import sha256_file
+from unetflow.data.download import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

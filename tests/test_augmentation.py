@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from unetflow.augmentation import augment_arrays, augment_dataset, augment_pair
-from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
-from unetflow.processed import DataError
+from unetflow.data.augment import augment_arrays, augment_dataset, augment_pair
+from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
+from unetflow.io.processed import DataError
 
 SIZE = 64
 FULL = {

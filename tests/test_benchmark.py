@@ -1,4 +1,4 @@
-"""scripts/benchmark.py: a CPU smoke run with a tiny model, and how settings are chosen."""
+"""tools/benchmark.py: a CPU smoke run with a tiny model, and how settings are chosen."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from unetflow.benchmark import (
+from benchmark import (
     BenchmarkError,
     Options,
     configs_for,
@@ -21,12 +21,12 @@ from unetflow.benchmark import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-# Runs scripts/benchmark.py as on a GPU machine that lacks the workflow tools.
+# Runs tools/benchmark.py as on a GPU machine that lacks the workflow tools.
 BLOCKED_RUN = (
     "import runpy, sys\n"
     "for name in ('jsonschema', 'dvclive', 'snakemake', 'dvc', 'elasticdeform'):\n"
     "    sys.modules[name] = None\n"
-    f"sys.argv[0] = {str(ROOT / 'scripts' / 'benchmark.py')!r}\n"
+    f"sys.argv[0] = {str(ROOT / 'tools' / 'benchmark.py')!r}\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
 TRAIN = {"amp": "bf16", "channels_last": True, "compile": False, "cudnn_benchmark": True}

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from unetflow.checkpoints import CheckpointError, load_model, save_model
-from unetflow.models import MeanMask, UNet
+from unetflow.model.checkpoint import CheckpointError, load_model, save_model
+from unetflow.model.unet import MeanMask, UNet
 
 ARCH = {"kind": "unet", "padding": "same", "width": 4, "depth": 2, "norm": "batch"}
 ARCH.update(up="transposed", dropout=0.0, init="he", tile=32)

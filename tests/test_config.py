@@ -225,11 +225,11 @@ def test_rules_the_stages_held_are_the_config_layers(params, schema, module, key
 
 
 def test_stages_hold_no_checks_or_defaults_of_their_own():
-    import unetflow.augmentation as augmentation
-    import unetflow.cxr as cxr
-    import unetflow.datasets as datasets
-    import unetflow.sources as sources
-    import unetflow.training as training
+    import unetflow.data.augment as augmentation
+    import unetflow.data.cxr as cxr
+    import unetflow.data.download as sources
+    import unetflow.data.em as datasets
+    import unetflow.training.trainer as training
 
     gone = {
         augmentation: ["_check_cfg", "CFG_KEYS"],

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from test_training import em, run_kwargs  # noqa: F401  (em is a fixture)
-from unetflow.checkpoints import load_model
-from unetflow.inference import predict_probability
-from unetflow.models import UNet
-from unetflow.training import train
+from unetflow.inference.infer import predict_probability
+from unetflow.model.checkpoint import load_model
+from unetflow.model.unet import UNet
+from unetflow.training.trainer import train
 
 pytestmark = [
     pytest.mark.cuda,

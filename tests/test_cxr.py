@@ -20,7 +20,7 @@ from skimage.transform import resize
 
 from project import copy_project
 from unetflow.config import load_params, resolve
-from unetflow.cxr import (
+from unetflow.data.cxr import (
     SPLIT_COLUMNS,
     parse_sex_age,
     preprocess_cxr,
@@ -29,9 +29,9 @@ from unetflow.cxr import (
     split_sizes,
     stratified_split,
 )
-from unetflow.images import read_float_tiff, read_gray, write_png
-from unetflow.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
-from unetflow.synthetic import generate_synth_cxr
+from unetflow.data.synthetic import generate_synth_cxr
+from unetflow.io.images import read_float_tiff, read_gray, write_png
+from unetflow.io.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 SEED = 2015

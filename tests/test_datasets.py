@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import tifffile
 
-from unetflow.datasets import preprocess_em
-from unetflow.images import read_float_tiff, read_gray, write_png
-from unetflow.processed import DataError, read_split
-from unetflow.weightmaps import border_weight_map
+from unetflow.data.em import preprocess_em
+from unetflow.data.weightmaps import border_weight_map
+from unetflow.io.images import read_float_tiff, read_gray, write_png
+from unetflow.io.processed import DataError, read_split
 
 N, N_TEST, SIZE = 10, 4, 64
 CFG = {"kind": "em", "preprocess": {"label_threshold": 128}, "split": {}}

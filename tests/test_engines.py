@@ -7,7 +7,7 @@ import yaml
 
 from project import ROOT, copy_project, run
 from unetflow.config import ParamsError
-from unetflow.engines import tracked_params_for
+from unetflow.engines.contract import tracked_params_for
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from unetflow import metrics as m
-from unetflow.evaluation import (
+from unetflow.evaluation import metrics as m
+from unetflow.evaluation.evaluate import (
     COMMON_METRICS,
     METRICS,
     RAND_DETAILS,
@@ -20,8 +20,8 @@ from unetflow.evaluation import (
     panel_cases,
     read_curves,
 )
-from unetflow.images import read_gray, write_float_tiff, write_png
-from unetflow.processed import DataError
+from unetflow.io.images import read_gray, write_float_tiff, write_png
+from unetflow.io.processed import DataError
 
 N = 32
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from unetflow.checkpoints import save_model
-from unetflow.explain import (
+from unetflow.explain.explain import (
     GROUPS,
     block_activations,
     explain_run,
@@ -23,8 +22,9 @@ from unetflow.explain import (
     pca,
     select_cases,
 )
-from unetflow.images import read_float_tiff, write_float_tiff, write_png
-from unetflow.models import MeanMask, UNet
+from unetflow.io.images import read_float_tiff, write_float_tiff, write_png
+from unetflow.model.checkpoint import save_model
+from unetflow.model.unet import MeanMask, UNet
 
 SETTINGS = {
     "patch": 8,

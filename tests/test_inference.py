@@ -26,11 +26,9 @@ import tifffile
 import torch
 from torch import nn
 
-from unetflow.checkpoints import save_model
 from unetflow.config import load_params
-from unetflow.geometry import output_size, valid_input_sizes
-from unetflow.images import ImageError, read_float_tiff, read_gray, write_float_tiff
-from unetflow.inference import (
+from unetflow.config.geometry import output_size, valid_input_sizes
+from unetflow.inference.infer import (
     InferenceError,
     blend_window,
     dihedral,
@@ -39,7 +37,9 @@ from unetflow.inference import (
     predict_probability,
     tile_starts,
 )
-from unetflow.models import MeanMask, UNet, build_model
+from unetflow.io.images import ImageError, read_float_tiff, read_gray, write_float_tiff
+from unetflow.model.checkpoint import save_model
+from unetflow.model.unet import MeanMask, UNet, build_model
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")

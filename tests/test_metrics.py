@@ -9,7 +9,7 @@ import pytest
 from scipy.spatial.distance import cdist
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from unetflow.metrics import (
+from unetflow.evaluation.metrics import (
     ISBI_THRESHOLDS,
     assd,
     dice,

@@ -11,8 +11,14 @@ import yaml
 from torch import nn
 
 from unetflow.config import resolve
-from unetflow.geometry import output_size, valid_input_sizes
-from unetflow.models import MeanMask, UNet, build_model, count_parameters, foreground_probability
+from unetflow.config.geometry import output_size, valid_input_sizes
+from unetflow.model.unet import (
+    MeanMask,
+    UNet,
+    build_model,
+    count_parameters,
+    foreground_probability,
+)
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 

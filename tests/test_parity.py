@@ -240,23 +240,23 @@ CONTRACT_MUTATIONS = [
     # a code dep missing from both engines (Snakemake reads dvc.yaml's list)
     (
         "dvc.yaml",
-        "      - src/unetflow/losses.py\n",
+        "      - src/unetflow/training/losses.py\n",
         "",
-        r"(train|explain) code: misses src/unetflow/losses",
+        r"(train|explain) code: misses src/unetflow/training/losses\.py",
     ),
     # a code dep the stage does not import
     (
         "dvc.yaml",
         "      - scripts/infer.py\n",
-        "      - scripts/infer.py\n      - src/unetflow/training.py\n",
-        r"infer code: src/unetflow/training\.py is not imported",
+        "      - scripts/infer.py\n      - src/unetflow/training/trainer.py\n",
+        r"infer code: src/unetflow/training/trainer\.py is not imported",
     ),
     # a new import that dvc.yaml does not declare
     (
         "scripts/summarize.py",
-        "from unetflow.reports import summarize\n",
-        "from unetflow.reports import summarize\nimport unetflow.sources  # noqa\n",
-        r"summarize code: misses src/unetflow/(sources|synthetic|images|progress)\.py",
+        "from unetflow.summary.summarize import summarize\n",
+        "from unetflow.summary.summarize import summarize\nimport unetflow.data.download  # noqa\n",
+        r"summarize code: misses src/unetflow/(data|io)/",
     ),
     # over-broad params: the whole preset, another job's entries, a preset entry not read
     (

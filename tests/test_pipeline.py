@@ -15,8 +15,8 @@ import yaml
 
 from engine_jobs import planned_jobs
 from project import copy_project, run, tree_digest
-from unetflow.checkpoints import load_model
-from unetflow.images import read_gray
+from unetflow.io.images import read_gray
+from unetflow.model.checkpoint import load_model
 
 pytestmark = pytest.mark.e2e
 

@@ -14,11 +14,11 @@ import torch
 from skimage import io as skio
 from skimage.color import rgb2gray
 
-from unetflow.checkpoints import save_model
 from unetflow.cli import main
-from unetflow.images import read_float_tiff, read_gray
-from unetflow.inference import predict_probability
-from unetflow.models import MeanMask, UNet
+from unetflow.inference.infer import predict_probability
+from unetflow.io.images import read_float_tiff, read_gray
+from unetflow.model.checkpoint import save_model
+from unetflow.model.unet import MeanMask, UNet
 
 torch.set_num_threads(1)
 NORMALISATION = {"mean": 0.4, "std": 0.2}

@@ -13,12 +13,12 @@ import pytest
 import torch
 import yaml
 
-from unetflow.checkpoints import save_model
-from unetflow.evaluation import summary_row
-from unetflow.models import MeanMask, UNet
-from unetflow.reports import REFERENCES, comparison_rows, markdown_table, summarize
-from unetflow.rows import SUMMARY_COLUMNS, ReportError, read_row, row_path, write_row
-from unetflow.subgroups import subgroup_table
+from unetflow.evaluation.evaluate import summary_row
+from unetflow.evaluation.rows import SUMMARY_COLUMNS, ReportError, read_row, row_path, write_row
+from unetflow.evaluation.subgroups import subgroup_table
+from unetflow.model.checkpoint import save_model
+from unetflow.model.unet import MeanMask, UNet
+from unetflow.summary.summarize import REFERENCES, comparison_rows, markdown_table, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 

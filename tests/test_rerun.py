@@ -115,7 +115,7 @@ def test_a_comment_in_params_reruns_nothing(project):
 
 
 def test_a_summary_code_change_reruns_summarize_only(project):
-    reports = project / "src/unetflow/reports.py"
+    reports = project / "src/unetflow/summary/summarize.py"
     with edited(reports, "BASELINE = ", "# a changed line\nBASELINE = "):
         assert planned_jobs(project) == {"summarize"}
         assert dvc_changed(project) == {"summarize"}
@@ -162,7 +162,7 @@ def stage_deps(project: Path) -> dict[str, dict]:
 def test_a_training_code_change_reruns_training_and_what_follows(project):
     """Then, with a changed params entry too, DVC re-runs and the sync hands over to Snakemake,
     whose records still hold the old params."""
-    training = project / "src/unetflow/training.py"
+    training = project / "src/unetflow/training/trainer.py"
     training.write_text(training.read_text() + "\n# a changed line\n")
     trains = runs_of("train")
     assert planned_jobs(project) == trains | runs_of(*DOWNSTREAM) | {"summarize"}
@@ -191,7 +191,7 @@ def test_a_training_code_change_reruns_training_and_what_follows(project):
 
 
 def test_sync_to_snakemake_refuses_while_dvc_has_work(project):
-    training = project / "src/unetflow/training.py"
+    training = project / "src/unetflow/training/trainer.py"
     with edited(training, "# a changed line\n", "# another changed line\n"):
         out = run(["unetflow", "sync", "--to", "snakemake"], project, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr

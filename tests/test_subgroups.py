@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from unetflow.subgroups import (
+from unetflow.evaluation.subgroups import (
     SUBGROUP_COLUMNS,
     age_figure,
     age_group,

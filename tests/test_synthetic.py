@@ -11,8 +11,8 @@ import pytest
 from scipy import ndimage as ndi
 from skimage import io as skio
 
-from unetflow.images import read_gray
-from unetflow.synthetic import generate_synth_cxr, generate_synth_em
+from unetflow.data.synthetic import generate_synth_cxr, generate_synth_em
+from unetflow.io.images import read_gray
 
 SIZE = 128
 

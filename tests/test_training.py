@@ -23,15 +23,15 @@ import torch.nn.functional as F
 import yaml
 
 from project import ROOT
-from unetflow.augmentation import augment_dataset
-from unetflow.checkpoints import load_model
-from unetflow.datasets import preprocess_em
-from unetflow.images import ImageError, read_float_tiff, read_gray, write_float_tiff
-from unetflow.losses import loss_value, soft_dice_loss
-from unetflow.metrics import dice, iou
-from unetflow.models import MeanMask, UNet
-from unetflow.synthetic import generate_synth_em
-from unetflow.training import (
+from unetflow.data.augment import augment_dataset
+from unetflow.data.em import preprocess_em
+from unetflow.data.synthetic import generate_synth_em
+from unetflow.evaluation.metrics import dice, iou
+from unetflow.io.images import ImageError, read_float_tiff, read_gray, write_float_tiff
+from unetflow.model.checkpoint import load_model
+from unetflow.model.unet import MeanMask, UNet
+from unetflow.training.losses import loss_value, soft_dice_loss
+from unetflow.training.trainer import (
     LiveLog,
     LrSchedule,
     TileBatches,
@@ -167,7 +167,7 @@ def test_training_lowers_loss_and_writes_best_model(em, tmp_path, capsys):
     assert isinstance(model, UNet) and not model.training
 
     # the saved weights reproduce the best epoch's validation dice exactly
-    from unetflow.inference import predict_probability
+    from unetflow.inference.infer import predict_probability
 
     val_dice = []
     for sid in ("slice_05", "slice_06"):
@@ -197,7 +197,7 @@ def test_same_seed_same_weights_whatever_the_workers(em, tmp_path):
 RUNNER = """
 import json, sys
 from pathlib import Path
-from unetflow.training import train
+from unetflow.training.trainer import train
 kwargs = json.loads(Path(sys.argv[1]).read_text())
 for key in ("processed", "augmented", "model_out", "live_dir", "checkpoint_dir"):
     kwargs[key] = Path(kwargs[key])

@@ -9,7 +9,7 @@ import pytest
 from scipy import ndimage
 from skimage.measure import label
 
-from unetflow.weightmaps import border_weight_map, class_weights, nearest_two_distances
+from unetflow.data.weightmaps import border_weight_map, class_weights, nearest_two_distances
 
 
 def two_cells() -> np.ndarray:

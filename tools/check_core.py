@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from skimage import io as skio
 
-from unetflow.checkpoints import save_model
-from unetflow.deps import ELASTICDEFORM_FIX
-from unetflow.models import UNet
+from unetflow.data.elastic import ELASTICDEFORM_FIX
+from unetflow.model.checkpoint import save_model
+from unetflow.model.unet import UNet
 
 ROOT = Path(__file__).resolve().parents[1]
 ENGINES = ("snakemake", "dvc", "dvclive", "elasticdeform")
@@ -67,12 +67,12 @@ def check_elasticdeform_message(venv: Path) -> str:
     """A numpy-1 wheel of elasticdeform: one line naming the fix, which then works; the line."""
     pip, python = str(venv / "bin/pip"), str(venv / "bin/python")
     sh([pip, "install", "-q", "--no-deps", "--only-binary", ":all:", "elasticdeform==0.5.1"])
-    call = "from unetflow.deps import import_elasticdeform as f; f()"
+    call = "from unetflow.data.elastic import import_elasticdeform as f; f()"
     proc = subprocess.run([python, "-c", call], capture_output=True, text=True, check=False)
     last = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ""
     if proc.returncode == 0 or "NumPy 1.x cannot be run" in proc.stderr:
         sys.exit(f"the numpy-1 wheel imported, or numpy's warning leaked:\n{proc.stderr[-2000:]}")
-    if not last.startswith("unetflow.deps.InstallError: elasticdeform does not import") or (
+    if not last.startswith("unetflow.data.elastic.InstallError: elasticdeform does not import") or (
         ELASTICDEFORM_FIX not in last
     ):
         sys.exit(f"unexpected message: {last}")

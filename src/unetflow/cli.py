@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import ParamsError, describe, load_params
-from unetflow.stage import user_errors
+from unetflow.engines.stage import user_errors
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -98,7 +98,7 @@ def _config(args: argparse.Namespace) -> None:
 
 def _sync(args: argparse.Namespace) -> None:
     """`unetflow sync`: one command each way between Snakemake and DVC."""
-    from unetflow.sync import to_dvc, to_snakemake
+    from unetflow.engines.sync import to_dvc, to_snakemake
 
     project = Path.cwd()
     print(to_dvc(project, args.config) if args.to == "dvc" else to_snakemake(project))
@@ -106,7 +106,7 @@ def _sync(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     """`unetflow predict`: torch is imported here only, so `unetflow --help` stays fast."""
-    from unetflow.inference import predict_files
+    from unetflow.inference.infer import predict_files
 
     summary = predict_files(
         model_path=args.model,

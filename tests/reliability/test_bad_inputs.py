@@ -25,9 +25,9 @@ import tifffile
 import yaml
 
 from project import copy_project, run
-from unetflow.images import read_gray, write_png
-from unetflow.outputs import PARTIAL_MARK
-from unetflow.synthetic import generate_synth_cxr, generate_synth_em
+from unetflow.data.synthetic import generate_synth_cxr, generate_synth_em
+from unetflow.io.images import read_gray, write_png
+from unetflow.io.outputs import PARTIAL_MARK
 
 pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
 

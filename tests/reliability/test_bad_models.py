@@ -20,9 +20,9 @@ import torch
 import yaml
 
 from project import copy_project, run
-from unetflow.checkpoints import read_checkpoint, save_model
-from unetflow.models import build_model
-from unetflow.outputs import PARTIAL_MARK
+from unetflow.io.outputs import PARTIAL_MARK
+from unetflow.model.checkpoint import read_checkpoint, save_model
+from unetflow.model.unet import build_model
 
 pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
 

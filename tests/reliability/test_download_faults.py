@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from project import copy_project, run
-from unetflow.sources import read_manifest, sha256_file
+from unetflow.data.download import read_manifest, sha256_file
 
 pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
 

@@ -29,7 +29,7 @@ import yaml
 
 from project import ROOT, TINY_PRESET, complete_preset, copy_project, run, tool_env
 from unetflow.config import deep_merge
-from unetflow.outputs import PARTIAL_MARK
+from unetflow.io.outputs import PARTIAL_MARK
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from unetflow.config.errors import ParamsError
+from unetflow.config.geometry import output_size
 from unetflow.config.presets import deep_merge
 from unetflow.config.schema import schema_errors
-from unetflow.geometry import output_size
 
 
 def check_params(

@@ -23,7 +23,7 @@ Outputs:
   CXR sections simply do not have them). A split without images gets ``n_<split>: 0`` and
   no section at all, so that no placeholder can be read as a measurement and no NaN is
   written. Every value is a finite float; a metric that comes out NaN or infinite (which the
-  conventions of :mod:`unetflow.metrics` rule out) is an error naming the image, not a
+  conventions of :mod:`unetflow.evaluation.metrics` rule out) is an error naming the image, not a
   silently bad number. The file is written atomically (temporary file, then rename).
 - ``figures/`` (optional, built in a staged folder so it appears complete or not at all):
   ``panels.png``, input / ground truth / prediction / error overlay (false positives red,
@@ -34,9 +34,9 @@ Outputs:
   workflow engines can declare them as outputs. Where split.csv gives ages (CXR),
   ``iou_by_age.png`` plots each age group's size against its mean IoU.
 - ``subgroups.csv`` (optional): the test split's means by sex, finding, sex × finding and age
-  group, see :mod:`unetflow.subgroups`.
+  group, see :mod:`unetflow.evaluation.subgroups`.
 
-Metric definitions and their empty-mask conventions are those of :mod:`unetflow.metrics`;
+Metric definitions and their empty-mask conventions are those of :mod:`unetflow.evaluation.metrics`;
 for EM, V_Rand, V_Info and the Rand error come from the *membrane* probability
 (1 - cell probability) against the ground-truth cells.
 """
@@ -52,21 +52,21 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from unetflow import metrics as m
-from unetflow.checkpoints import CheckpointError, load_model
-from unetflow.images import (
+from unetflow.evaluation import metrics as m
+from unetflow.evaluation.rows import HEADLINE, ReportError, finite
+from unetflow.evaluation.subgroups import SUBGROUP_METRICS, age_figure, subgroup_table
+from unetflow.io.images import (
     ImageError,
     read_float_tiff,
     read_gray,
     read_processed_image,
     resize_image,
 )
-from unetflow.models import count_parameters
-from unetflow.outputs import staged_dir, write_text_atomic
-from unetflow.processed import DataError, read_split, scoring_mask_path
-from unetflow.progress import progress
-from unetflow.rows import HEADLINE, ReportError, finite
-from unetflow.subgroups import SUBGROUP_METRICS, age_figure, subgroup_table
+from unetflow.io.outputs import staged_dir, write_text_atomic
+from unetflow.io.processed import DataError, read_split, scoring_mask_path
+from unetflow.io.progress import progress
+from unetflow.model.checkpoint import CheckpointError, load_model
+from unetflow.model.unet import count_parameters
 
 EVAL_SPLITS = ("val", "test")
 COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
@@ -155,7 +155,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate the predictions of one dataset × model; write per_image.csv, metrics.json and,
     when `out_figures` is given, the figures, and when `out_subgroups` is given, the test
-    split's subgroups.csv (:mod:`unetflow.subgroups`). Returns the metrics.json content.
+    split's subgroups.csv (:mod:`unetflow.evaluation.subgroups`). Returns the metrics.json content.
     `live_dir` is the DVCLive folder of the training run (default:
     ``<predictions>/../dvclive``), read for the learning curves only."""
     names = metric_names(kind)
@@ -173,7 +173,7 @@ def evaluate(
         if bad:
             raise ValueError(
                 f"{predictions / 'masks' / f'{sid}.png'}: metric(s) {bad} are not finite; "
-                "expected the finite conventions of unetflow.metrics"
+                "expected the finite conventions of unetflow.evaluation.metrics"
             )
         records.append(values)
     table = pd.concat(

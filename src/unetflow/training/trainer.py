@@ -13,7 +13,7 @@ Images are mirror-padded by the margin a valid-convolution model loses (``(tile 
 so border pixels are targets too; the target is the centred ``out`` x ``out`` crop. Images
 smaller than the output tile are mirror-padded up to it.
 
-Losses (:mod:`unetflow.losses`): ``ce`` (weighted by the border weight map where there is
+Losses (:mod:`unetflow.training.losses`): ``ce`` (weighted by the border weight map where there is
 one), ``bce`` with ``pos_weight`` (``auto`` = background / foreground pixel ratio of the
 training masks), ``dice`` and ``dice_ce``.
 
@@ -56,19 +56,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetflow.checkpoints import CheckpointError, atomic_torch_save, read_checkpoint, save_model
-from unetflow.images import read_float_tiff, read_gray, read_processed_image
-from unetflow.inference import (
+from unetflow.evaluation.metrics import dice, iou
+from unetflow.inference.infer import (
     InferenceError,
     infer_settings,
     predict_probability,
     resolve_device,
 )
-from unetflow.losses import loss_value, out_channels_for, probability_bce
-from unetflow.metrics import dice, iou
-from unetflow.models import MeanMask, build_model
-from unetflow.processed import read_split
-from unetflow.progress import progress
+from unetflow.io.images import read_float_tiff, read_gray, read_processed_image
+from unetflow.io.processed import read_split
+from unetflow.io.progress import progress
+from unetflow.model.checkpoint import (
+    CheckpointError,
+    atomic_torch_save,
+    read_checkpoint,
+    save_model,
+)
+from unetflow.model.unet import MeanMask, build_model
+from unetflow.training.losses import loss_value, out_channels_for, probability_bce
 
 AMPS = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SPEED_ONLY_KEYS = ("workers", "threads", "checkpoint_every")

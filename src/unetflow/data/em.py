@@ -28,7 +28,7 @@ column of split.csv:
 - ``stats.json``: the normalisation statistics, the label convention and the split counts.
 - ``weights/<id>.tif`` (float32, train slices only) and ``weight_map.png`` (the first train
   mask beside its map), when ``preprocess.weight_map`` is set: the U-Net paper's border
-  weight map (:mod:`unetflow.weightmaps`; keys ``w0``, ``sigma``, ``where``).
+  weight map (:mod:`unetflow.data.weightmaps`; keys ``w0``, ``sigma``, ``where``).
 """
 
 from __future__ import annotations
@@ -41,16 +41,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.images import (
+from unetflow.io.images import (
     ImageError,
     read_gray,
     read_stack,
     write_float_tiff,
     write_png,
 )
-from unetflow.outputs import staged_dir
-from unetflow.processed import PREDICT_SPLIT, SPLIT_COLUMNS, DataError
-from unetflow.progress import progress
+from unetflow.io.outputs import staged_dir
+from unetflow.io.processed import PREDICT_SPLIT, SPLIT_COLUMNS, DataError
+from unetflow.io.progress import progress
 
 LABEL_NAMES = {"0": "membrane", "1": "cell"}
 
@@ -163,7 +163,7 @@ class _StackShape:
 def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) -> None:
     """``weights/<id>.tif``: the paper's border weight map of a train mask; the first one is
     also drawn beside its mask in ``weight_map.png``."""
-    from unetflow.weightmaps import border_weight_map, weight_map_figure
+    from unetflow.data.weightmaps import border_weight_map, weight_map_figure
 
     weights = border_weight_map(mask, **weight_cfg)
     write_float_tiff(work / "weights" / f"{sid}.tif", weights, level=1)

@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError
-from unetflow.engines import COMMAND_LINE_KEYS
-from unetflow.outputs import write_text_atomic
+from unetflow.engines.contract import COMMAND_LINE_KEYS
+from unetflow.io.outputs import write_text_atomic
 
 NOTHING_TO_DO = "Nothing to be done"
 

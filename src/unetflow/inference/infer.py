@@ -52,8 +52,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from unetflow.checkpoints import load_model
-from unetflow.images import (
+from unetflow.io.images import (
     ImageError,
     read_gray,
     read_processed_image,
@@ -61,10 +60,11 @@ from unetflow.images import (
     write_float_tiff,
     write_png,
 )
-from unetflow.models import MeanMask, evaluating, foreground_probability
-from unetflow.outputs import staged_dir
-from unetflow.processed import SCORE_MASKS, read_split
-from unetflow.progress import progress
+from unetflow.io.outputs import staged_dir
+from unetflow.io.processed import SCORE_MASKS, read_split
+from unetflow.io.progress import progress
+from unetflow.model.checkpoint import load_model
+from unetflow.model.unet import MeanMask, evaluating, foreground_probability
 
 BLENDS = ("mean", "gaussian")
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

@@ -49,16 +49,16 @@ from scipy.cluster.vq import kmeans2
 from skimage.transform import resize
 from torch import Tensor, nn
 
-from unetflow.checkpoints import load_model
-from unetflow.geometry import output_size, valid_input_sizes
-from unetflow.images import read_gray, read_processed_image, write_float_tiff
-from unetflow.inference import resolve_device, tile_starts
-from unetflow.losses import loss_value
-from unetflow.models import UNet, evaluating, foreground_probability
-from unetflow.outputs import staged_dir
-from unetflow.processed import read_split
-from unetflow.progress import progress
-from unetflow.subgroups import FINDINGS, SEXES
+from unetflow.config.geometry import output_size, valid_input_sizes
+from unetflow.evaluation.subgroups import FINDINGS, SEXES
+from unetflow.inference.infer import resolve_device, tile_starts
+from unetflow.io.images import read_gray, read_processed_image, write_float_tiff
+from unetflow.io.outputs import staged_dir
+from unetflow.io.processed import read_split
+from unetflow.io.progress import progress
+from unetflow.model.checkpoint import load_model
+from unetflow.model.unet import UNet, evaluating, foreground_probability
+from unetflow.training.losses import loss_value
 
 #: The test-split groups whose best and worst image (by IoU) are explained, in this order.
 GROUPS = ("male", "female", "normal", "abnormal")

@@ -27,16 +27,16 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
 # Those of heavier modules are looked up only once loaded (an exception of a class implies its
 # module is loaded), so that a params error never imports pandas, skimage or torch.
 LAZY_ERRORS = (
-    ("unetflow.deps", "InstallError"),
-    ("unetflow.sources", "DownloadError"),
-    ("unetflow.images", "ImageError"),
-    ("unetflow.processed", "DataError"),
-    ("unetflow.checkpoints", "CheckpointError"),
-    ("unetflow.inference", "InferenceError"),
-    ("unetflow.training", "TrainingError"),
-    ("unetflow.rows", "ReportError"),
-    ("unetflow.explain", "ExplainError"),
-    ("unetflow.sync", "SyncError"),
+    ("unetflow.data.elastic", "InstallError"),
+    ("unetflow.data.download", "DownloadError"),
+    ("unetflow.io.images", "ImageError"),
+    ("unetflow.io.processed", "DataError"),
+    ("unetflow.model.checkpoint", "CheckpointError"),
+    ("unetflow.inference.infer", "InferenceError"),
+    ("unetflow.training.trainer", "TrainingError"),
+    ("unetflow.evaluation.rows", "ReportError"),
+    ("unetflow.explain.explain", "ExplainError"),
+    ("unetflow.engines.sync", "SyncError"),
 )
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 

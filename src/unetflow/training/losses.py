@@ -12,7 +12,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
-from unetflow.models import foreground_probability
+from unetflow.model.unet import foreground_probability
 
 LOSSES = ("ce", "bce", "dice", "dice_ce")
 EPS = 1e-6

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage as ndi
 
-from unetflow.images import write_png
+from unetflow.io.images import write_png
 
 # EM geometry is in pixels of the 512 px ISBI slices, whatever `size` is: a smaller
 # slice shows fewer cells of the same size, so the membrane fraction stays ISBI-like.

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from unetflow.models import MeanMask, build_model
+from unetflow.model.unet import MeanMask, build_model
 
 FORMAT = 1
 REQUIRED_KEYS = ("format", "state_dict", "model", "normalisation", "tile")

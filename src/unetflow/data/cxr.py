@@ -59,11 +59,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.datasets import unit_intensities
-from unetflow.images import ImageError, read_gray, resize_image, write_float_tiff, write_png
-from unetflow.outputs import staged_dir
-from unetflow.processed import SCORE_MASKS, SPLIT_NAMES, DataError
-from unetflow.progress import progress
+from unetflow.data.em import unit_intensities
+from unetflow.io.images import ImageError, read_gray, resize_image, write_float_tiff, write_png
+from unetflow.io.outputs import staged_dir
+from unetflow.io.processed import SCORE_MASKS, SPLIT_NAMES, DataError
+from unetflow.io.progress import progress
 
 log = logging.getLogger(__name__)
 

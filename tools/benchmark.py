@@ -1,4 +1,12 @@
-"""Training and inference throughput of the U-Net variants, optimised against plain eager fp32.
+"""Benchmark the U-Net variants (a developer tool, not a stage): training and inference
+throughput, optimised against plain eager fp32.
+
+    python tools/benchmark.py --params params.yaml --preset full --out bench.json
+
+Writes a JSON report (device, torch version, settings, per-model numbers) to --out or stdout
+and a table to stderr.
+
+Training and inference throughput of the U-Net variants, optimised against plain eager fp32.
 
 For each model (a params.yaml `model_defs` entry of kind unet) at its `tile` and train
 `batch_size`, on one device, several *configurations* of the same model (identical initial
@@ -26,26 +34,29 @@ same with the resident set size (`/proc/self/statm`) sampled every millisecond i
 allocator's peak, after `malloc_trim` has returned freed heap memory to the system: approximate
 (sampling can miss short peaks; memory a library caches between steps is not seen again).
 
-Inference: `unetflow.inference.predict_probability` on one 512x512 image with overlap-tile at the
-model's tile and params.yaml `infer` settings (tta off), median seconds over `infer_repeats`
+Inference: `predict_probability` (unetflow.inference) on one 512x512 image with overlap-tile
+at the model's tile and params.yaml `infer` settings (tta off), median seconds over `infer_repeats`
 interleaved runs, megapixels/s of the image.
 
-Needs only torch, numpy and yaml (plus what unetflow.inference imports), so that it runs on a GPU
-machine without the workflow tools.
+Needs only torch, numpy and yaml (plus what unetflow.inference imports), so that it runs on a
+GPU machine without the workflow tools.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import ctypes
 import gc
+import json
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,8 +68,8 @@ import yaml
 from torch import nn
 
 from unetflow.config import ParamsError, resolve
-from unetflow.inference import resolve_device
-from unetflow.models import build_model, count_parameters
+from unetflow.inference.infer import InferenceError, resolve_device
+from unetflow.model.unet import build_model, count_parameters
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ONE_CHANNEL_LOSSES = ("bce", "dice")
@@ -356,9 +367,9 @@ def _infer_numbers(
 ) -> dict[str, Any]:
     """Overlap-tile inference on a 512x512 image for each non-compiled configuration."""
     try:
-        from unetflow.inference import predict_probability
+        from unetflow.inference.infer import predict_probability
     except ImportError as exc:
-        return {"error": f"unetflow.inference unavailable: {exc}"}
+        return {"error": f"unetflow.inference.infer unavailable: {exc}"}
     image = np.random.default_rng(opts.seed).standard_normal((INFER_IMAGE, INFER_IMAGE))
     image = image.astype(np.float32)
     runs: list[tuple[Config, nn.Module]] = []
@@ -513,3 +524,76 @@ def format_table(report: dict[str, Any]) -> str:
         if "error" in inference:
             lines.append(f"{name:<14} inference: {inference['error']}")
     return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--preset", help="a name under presets (default: params.yaml preset)")
+    parser.add_argument("--models", nargs="+", help="model_defs names (default: every unet)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--steps", type=int, help="timed training steps per configuration")
+    parser.add_argument("--warmup", type=int, help="untimed steps per configuration first")
+    parser.add_argument("--batch-size", type=int, help="override every model's train batch size")
+    parser.add_argument("--tile", type=int, help="override every model's tile size")
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    parser.add_argument(
+        "--explore",
+        action="store_true",
+        help="also measure channels_last alone, bf16 autocast, and both (CPU too)",
+    )
+    parser.add_argument(
+        "--cpu-amp", action="store_true", help="apply train.amp (bf16) on CPU in 'optimised'"
+    )
+    parser.add_argument("--no-infer", action="store_true", help="skip the inference timing")
+    parser.add_argument("--infer-repeats", type=int, help="timed 512x512 predictions")
+    parser.add_argument("--quick", action="store_true", help="few steps: a CPU smoke run")
+    parser.add_argument("--out", type=Path, help="JSON report path (default: stdout)")
+    args = parser.parse_args(argv)
+    for key in ("steps", "warmup", "batch_size", "tile", "infer_repeats"):
+        value = getattr(args, key)
+        if value is not None and value < (0 if key == "warmup" else 1):
+            parser.error(f"--{key.replace('_', '-')}: {value} is too small")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    quick = args.quick
+    opts = Options(
+        models=args.models,
+        steps=args.steps or (2 if quick else 10),
+        warmup=args.warmup if args.warmup is not None else (1 if quick else 3),
+        batch_size=args.batch_size,
+        tile=args.tile,
+        device=args.device,
+        compile=args.compile,
+        explore=args.explore,
+        cpu_amp=args.cpu_amp,
+        infer=not args.no_infer,
+        infer_repeats=args.infer_repeats or (1 if quick else 3),
+        infer_warmup=0 if quick else 1,
+        extra={
+            "params": str(args.params),
+            "overrides": {"tile": args.tile, "batch_size": args.batch_size},
+        },
+    )
+    try:
+        params = load_config(args.params, args.preset)
+        opts.seed = int(params.get("seed", 0))
+        report = run_benchmark(params, opts)
+    except (BenchmarkError, InferenceError) as exc:
+        sys.exit(f"benchmark: {exc}")
+    text = json.dumps(report, indent=2)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_name(args.out.name + ".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(args.out)
+    else:
+        print(text)
+    print(format_table(report), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

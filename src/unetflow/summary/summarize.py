@@ -21,9 +21,9 @@ from typing import Any
 
 import pandas as pd
 
-from unetflow.outputs import write_text_atomic
-from unetflow.rows import SUMMARY_COLUMNS
-from unetflow.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
+from unetflow.evaluation.rows import SUMMARY_COLUMNS
+from unetflow.evaluation.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
+from unetflow.io.outputs import write_text_atomic
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from unetflow.geometry import PADDINGS, check_choice, output_size
+from unetflow.config.geometry import PADDINGS, check_choice, output_size
 
 NORMS = ("none", "batch")
 UPS = ("transposed", "upsample")

@@ -37,11 +37,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from unetflow.deps import import_elasticdeform
-from unetflow.images import read_float_tiff, read_gray, write_float_tiff, write_png
-from unetflow.outputs import staged_dir
-from unetflow.processed import DataError, read_split
-from unetflow.progress import progress
+from unetflow.data.elastic import import_elasticdeform
+from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
+from unetflow.io.outputs import staged_dir
+from unetflow.io.processed import DataError, read_split
+from unetflow.io.progress import progress
 
 INDEX_COLUMNS = [
     "id",

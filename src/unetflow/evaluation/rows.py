@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from unetflow.outputs import write_text_atomic
+from unetflow.io.outputs import write_text_atomic
 
 HEADLINE = ("dice", "iou", "pixel_error", "vrand", "vinfo", "rand_error", "hd95", "assd")
 SUMMARY_COLUMNS = (

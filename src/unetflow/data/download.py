@@ -3,7 +3,7 @@
 Every real dataset has a committed manifest (relative path, sha256, public URL). Files are
 fetched from those URLs or from a mirror named by ``UNETFLOW_MIRROR`` (a folder or an http(s)
 URL holding ``<dataset>/<path>``), and each one is checked against its sha256 whichever way it
-arrives. Output folders are assembled with :func:`unetflow.outputs.staged_dir`, so a failed
+arrives. Output folders are assembled with :func:`unetflow.io.outputs.staged_dir`, so a failed
 download never leaves anything at ``out`` that a later stage could take as complete.
 """
 
@@ -24,8 +24,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from unetflow import __version__
-from unetflow.outputs import staged_dir
-from unetflow.progress import progress
+from unetflow.io.outputs import staged_dir
+from unetflow.io.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -472,7 +472,7 @@ def download_dataset(
     elif source["type"] == "folder":
         copy_folder(dataset, Path(source["path"]), out)
     else:
-        from unetflow import synthetic  # lazy: only synthetic datasets need it
+        from unetflow.data import synthetic  # lazy: only synthetic datasets need it
 
         with staged_dir(out) as work:
             if dataset_cfg["kind"] == "em":

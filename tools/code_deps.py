@@ -1,4 +1,7 @@
-"""The unetflow source a stage script runs, derived from its imports (the re-run contract)."""
+"""The unetflow source a stage script runs, derived from its imports (the re-run contract).
+
+python tools/code_deps.py   # rewrite dvc.yaml's src/ deps to what each script imports
+"""
 
 from __future__ import annotations
 
@@ -48,3 +51,40 @@ def code_closure(script: Path, src: Path) -> set[Path]:
                     seen.add(file)
                     todo.append(file)
     return seen
+
+
+def _declared_block(lines: list[str], start: int) -> tuple[int, int]:
+    """The span of `      - src/unetflow/...` lines that follows line `start`."""
+    end = start + 1
+    while end < len(lines) and lines[end].strip().startswith("- src/unetflow/"):
+        end += 1
+    return start + 1, end
+
+
+def write_dvc_yaml(root: Path) -> list[str]:
+    """Rewrite each stage's src/ deps in `root`/dvc.yaml to what its script imports (comments
+    and the order of everything else kept); returns the stages whose list changed."""
+    path = root / "dvc.yaml"
+    lines = path.read_text().splitlines(keepends=True)
+    changed = []
+    for i in reversed(range(len(lines))):
+        line = lines[i]
+        if not line.strip().startswith("- scripts/") or not line.strip().endswith(".py"):
+            continue
+        script = root / line.strip()[2:]
+        indent = line[: len(line) - len(line.lstrip())]
+        files = sorted(str(f.relative_to(root)) for f in code_closure(script, root / "src"))
+        block = [f"{indent}- {name}\n" for name in files]
+        first, end = _declared_block(lines, i)
+        if lines[first:end] != block:
+            lines[first:end] = block
+            changed.append(script.stem)
+    path.write_text("".join(lines))
+    return sorted(changed)
+
+
+if __name__ == "__main__":
+    import sys
+
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1]
+    print("rewrote the code deps of:", ", ".join(write_dvc_yaml(root)) or "none")

@@ -1,0 +1,1 @@
+"""The explain stage: occlusion sensitivity, feature maps and latent clusters of a trained U-Net."""

@@ -1,0 +1,1 @@
+"""The infer stage: overlap-tile prediction with test-time augmentation, and `unetflow predict`."""
