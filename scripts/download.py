@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.data.download import download_dataset
-from unetflow.engines.stage import job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.engines.stage import job_params, run_stage, stage_parser
 from unetflow.evaluation.evaluate import evaluate, summary_row
 from unetflow.evaluation.rows import write_row
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

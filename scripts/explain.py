@@ -7,8 +7,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.engines.stage import job_params, run_stage, stage_parser
 from unetflow.explain.explain import explain_run
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.engines.stage import job_params, run_stage, stage_parser
 from unetflow.inference.infer import infer_dataset
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from unetflow.data.cxr import preprocess_cxr
 from unetflow.data.em import preprocess_em
-from unetflow.engines.stage import job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import check_params, load_params, schema_for
-from unetflow.engines.stage import run_stage
 from unetflow.evaluation.rows import read_row, row_path
+from unetflow.pipeline.stage import run_stage
 from unetflow.summary.summarize import summarize
 
 

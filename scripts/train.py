@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.engines.stage import job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 from unetflow.training.trainer import train
 
 

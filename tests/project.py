@@ -24,22 +24,8 @@ IGNORED = ("__pycache__", "*.egg-info")
 
 # Run settings of the tiny projects (base keys: presets overlay only dataset_defs and model_defs).
 TINY_RUN = {"train": {"workers": 0, "threads": 1}, "infer": {"batch_size": 16}}
-# A preset small enough that the model stages of a test finish in seconds on 2 cores.
-TINY_PRESET = {
-    "model_defs": {
-        "unet_modern": {
-            "width": 4,
-            "depth": 2,
-            "tile": 64,
-            "train": {"batch_size": 2, "epochs": 2, "steps_per_epoch": 2},
-        }
-    },
-    "dataset_defs": {
-        **{name: {"augment": {"copies": 1}} for name in ("isbi2012", "shenzhen", "synth_em")},
-        # trained at 64 px, scored at the 128 px of the source masks
-        "synth_cxr": {"preprocess": {"size": 64, "score_size": 128}, "augment": {"copies": 1}},
-    },
-}
+# The tiny preset of params.yaml (a smoke run a user can start too).
+TINY_PRESET = yaml.safe_load((ROOT / "params.yaml").read_text())["presets"]["tiny"]
 # Synthetic EM small enough for the same (sources cannot be changed by a preset).
 TINY_SYNTH_EM = {"type": "synthetic", "n_train": 12, "n_test": 4, "size": 128}
 TINY_SYNTH_EM_SPLIT = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
@@ -57,7 +43,7 @@ def copy_project(
 ) -> Path:
     """Copy the project to `dest`, override top-level params, optionally as a git + DVC repo.
 
-    `tiny` adds the `tiny` preset (selected) and `TINY_RUN`, and shrinks synth_em and
+    `tiny` selects params.yaml's `tiny` preset, adds `TINY_RUN`, and shrinks synth_em and
     synth_cxr, for end-to-end tests; `base` is merged over the base keys after that.
     """
     if tiny:
@@ -71,8 +57,7 @@ def copy_project(
         values = yaml.safe_load((dest / "params.yaml").read_text())
         if tiny:
             values = deep_merge(values, TINY_RUN)
-            tiny_preset = complete_preset(TINY_PRESET, values)
-            values["presets"]["tiny"] = tiny_preset
+            tiny_preset = values["presets"]["tiny"]
             # The same but for one augmentation setting, to switch presets in a test.
             values["presets"]["tiny_b"] = deep_merge(
                 tiny_preset, {"dataset_defs": {"synth_em": {"augment": {"copies": 2}}}}

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import ParamsError, describe, load_params
-from unetflow.engines.stage import user_errors
+from unetflow.pipeline.stage import user_errors
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -98,7 +98,7 @@ def _config(args: argparse.Namespace) -> None:
 
 def _sync(args: argparse.Namespace) -> None:
     """`unetflow sync`: one command each way between Snakemake and DVC."""
-    from unetflow.engines.sync import to_dvc, to_snakemake
+    from unetflow.pipeline.sync import to_dvc, to_snakemake
 
     project = Path.cwd()
     print(to_dvc(project, args.config) if args.to == "dvc" else to_snakemake(project))

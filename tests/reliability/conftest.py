@@ -4,8 +4,3 @@ The helpers of tests/project.py (a throw-away project copy, the engines' runner)
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

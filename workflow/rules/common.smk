@@ -2,7 +2,7 @@
 # stage, read from dvc.yaml (declared there once, for both engines).
 from pathlib import Path
 
-from unetflow.engines.contract import check_config, code_deps, tracked_params_for
+from unetflow.pipeline.contract import check_config, code_deps, tracked_params_for
 
 # The schema (workflow/schemas/params.schema.yaml) and the checks it cannot express, with
 # one `key: problem` line per error, as the stage scripts report them under DVC.

@@ -25,7 +25,7 @@ from unetflow.data.download import (
     sha256_file,
 )
 
-MANIFESTS = Path(__file__).resolve().parents[1] / "data" / "manifests"
+MANIFESTS = Path(__file__).resolve().parents[3] / "data" / "manifests"
 RAW_BASE = "https://raw.githubusercontent.com"
 DOWNLOAD_CFG = {"timeout_s": 5, "retries": 2, "backoff_s": 0.01}
 # A few files of each real dataset keep the HTTP tests fast.

@@ -20,7 +20,7 @@ from benchmark import (
     run_benchmark,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 # Runs tools/benchmark.py as on a GPU machine that lacks the workflow tools.
 BLOCKED_RUN = (
     "import runpy, sys\n"

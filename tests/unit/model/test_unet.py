@@ -20,7 +20,7 @@ from unetflow.model.unet import (
     foreground_probability,
 )
 
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = Path(__file__).resolve().parents[3] / "params.yaml"
 
 PAPER = dict(width=64, depth=4, padding="valid", norm="none", up="transposed", dropout=0.5)
 ANDERSEN = dict(width=32, depth=4, padding="same", norm="batch", up="transposed", init="default")

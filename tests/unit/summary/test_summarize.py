@@ -20,7 +20,7 @@ from unetflow.model.checkpoint import save_model
 from unetflow.model.unet import MeanMask, UNet
 from unetflow.summary.summarize import REFERENCES, comparison_rows, markdown_table, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 ARCH = {"padding": "same", "width": 4, "depth": 2, "norm": "batch", "up": "transposed"}
 ARCH.update(dropout=0.0, init="he")

@@ -7,7 +7,7 @@ import yaml
 
 from project import ROOT
 from unetflow.config import ParamsError
-from unetflow.engines.stage import job_params
+from unetflow.pipeline.stage import job_params
 
 PARAMS = ROOT / "params.yaml"
 

@@ -7,7 +7,7 @@ import yaml
 
 from project import ROOT, copy_project, run
 from unetflow.config import ParamsError
-from unetflow.engines.contract import tracked_params_for
+from unetflow.pipeline.contract import tracked_params_for
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ LAZY_ERRORS = (
     ("unetflow.training.trainer", "TrainingError"),
     ("unetflow.evaluation.rows", "ReportError"),
     ("unetflow.explain.explain", "ExplainError"),
-    ("unetflow.engines.sync", "SyncError"),
+    ("unetflow.pipeline.sync", "SyncError"),
 )
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
 

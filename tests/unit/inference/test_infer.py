@@ -43,7 +43,7 @@ from unetflow.model.unet import MeanMask, UNet, build_model
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class ConvStack(nn.Module):

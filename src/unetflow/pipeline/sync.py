@@ -26,8 +26,8 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError
-from unetflow.engines.contract import COMMAND_LINE_KEYS
 from unetflow.io.outputs import write_text_atomic
+from unetflow.pipeline.contract import COMMAND_LINE_KEYS
 
 NOTHING_TO_DO = "Nothing to be done"
 

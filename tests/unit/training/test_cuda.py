@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_trainer import em, run_kwargs  # noqa: F401  (em is a fixture)
 
-from test_training import em, run_kwargs  # noqa: F401  (em is a fixture)
 from unetflow.inference.infer import predict_probability
 from unetflow.model.checkpoint import load_model
 from unetflow.model.unet import UNet

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError, check_params, schema_for
-from unetflow.engines.stage import dvc_stages, lookup, tracked_keys
+from unetflow.pipeline.stage import dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in
 # params.yaml so that the scripts, which read params.yaml, see what the engine sees.

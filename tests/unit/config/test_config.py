@@ -11,7 +11,7 @@ import yaml
 from unetflow.cli import main
 from unetflow.config import ParamsError, check_params, load_params, resolve, schema_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 PARAMS = ROOT / "params.yaml"
 
 
