@@ -68,10 +68,10 @@ import yaml
 from torch import nn
 
 from unetflow.config import ParamsError, resolve
-from unetflow.inference.infer import InferenceError, resolve_device
+from unetflow.inference.infer import InferenceError
+from unetflow.model.device import AMP_DTYPES, DeviceError, resolve_device
 from unetflow.model.unet import build_model, count_parameters
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 ONE_CHANNEL_LOSSES = ("bce", "dice")
 INFER_IMAGE = 512
 LR, MOMENTUM = 1e-3, 0.9
@@ -582,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         params = load_config(args.params, args.preset)
         opts.seed = int(params.get("seed", 0))
         report = run_benchmark(params, opts)
-    except (BenchmarkError, InferenceError) as exc:
+    except (BenchmarkError, DeviceError, InferenceError) as exc:
         sys.exit(f"benchmark: {exc}")
     text = json.dumps(report, indent=2)
     if args.out:

@@ -51,12 +51,13 @@ from torch import Tensor, nn
 
 from unetflow.config.geometry import output_size, valid_input_sizes
 from unetflow.evaluation.subgroups import FINDINGS, SEXES
-from unetflow.inference.infer import resolve_device, tile_starts
+from unetflow.inference.infer import tile_starts
 from unetflow.io.images import read_gray, read_processed_image, write_float_tiff
 from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import read_split
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import load_model
+from unetflow.model.device import resolve_device
 from unetflow.model.unet import UNet, evaluating, foreground_probability
 from unetflow.training.losses import loss_value
 

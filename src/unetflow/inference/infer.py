@@ -64,10 +64,10 @@ from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import SCORE_MASKS, read_split
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import load_model
+from unetflow.model.device import AMP_DTYPES, autocast, resolve_device
 from unetflow.model.unet import MeanMask, evaluating, foreground_probability
 
 BLENDS = ("mean", "gaussian")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 INFER_SPLITS = ("val", "test", "predict")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
 # Defaults of `unetflow predict`, the same as params.yaml `infer:`.
@@ -76,17 +76,6 @@ PREDICT_DEFAULTS = {"overlap": 0.25, "blend": "gaussian", "batch_size": 4, "thre
 
 class InferenceError(ValueError):
     """Inference settings or inputs that cannot be used; the message names the key or file."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise InferenceError(f"device: unknown device '{name}'; expected auto, cpu or cuda")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise InferenceError(f"device: '{name}' requested but CUDA is not available")
-    return torch.device(name)
 
 
 def tile_starts(size: int, out: int, stride: int) -> list[int]:
@@ -152,7 +141,7 @@ def predict_probability(
         raise InferenceError(f"image: expected a non-empty 2-D array, got shape {image.shape}")
     _check_settings(overlap=overlap, blend=blend, batch_size=batch_size, amp=amp)
     device = torch.device(device)
-    with evaluating(model), torch.inference_mode(), _autocast(device, amp):
+    with evaluating(model), torch.inference_mode(), autocast(device, amp):
         if isinstance(model, MeanMask):
             return _whole_image(model, image, device)
         return _overlap_tile(model, image, tile, overlap, blend, tta, batch_size, device)
@@ -167,12 +156,6 @@ def _check_settings(*, overlap: float, blend: str, batch_size: int, amp: str) ->
         raise InferenceError(f"infer.batch_size: {batch_size!r}; expected at least 1")
     if amp != "none" and amp not in AMP_DTYPES:
         raise InferenceError(f"amp: unknown '{amp}'; expected none, bf16 or fp16")
-
-
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[Any]:
-    if device.type == "cuda" and amp in AMP_DTYPES:
-        return torch.autocast("cuda", dtype=AMP_DTYPES[amp])
-    return contextlib.nullcontext()
 
 
 def _whole_image(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:

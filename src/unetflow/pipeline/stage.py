@@ -32,6 +32,7 @@ LAZY_ERRORS = (
     ("unetflow.io.images", "ImageError"),
     ("unetflow.io.processed", "DataError"),
     ("unetflow.model.checkpoint", "CheckpointError"),
+    ("unetflow.model.device", "DeviceError"),
     ("unetflow.inference.infer", "InferenceError"),
     ("unetflow.training.trainer", "TrainingError"),
     ("unetflow.evaluation.rows", "ReportError"),

@@ -57,12 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetflow.evaluation.metrics import dice, iou
-from unetflow.inference.infer import (
-    InferenceError,
-    infer_settings,
-    predict_probability,
-    resolve_device,
-)
+from unetflow.inference.infer import infer_settings, predict_probability
 from unetflow.io.images import read_float_tiff, read_gray, read_processed_image
 from unetflow.io.processed import read_split
 from unetflow.io.progress import progress
@@ -72,10 +67,10 @@ from unetflow.model.checkpoint import (
     read_checkpoint,
     save_model,
 )
+from unetflow.model.device import DeviceError, amp_dtype, resolve_device
 from unetflow.model.unet import MeanMask, build_model
 from unetflow.training.losses import loss_value, out_channels_for, probability_bce
 
-AMPS = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 SPEED_ONLY_KEYS = ("workers", "threads", "checkpoint_every")
 LAST = "last.pt"
 CHECKPOINT_FORMAT = 1
@@ -600,7 +595,7 @@ def train(
     )
     try:
         device = resolve_device(s.device)
-    except InferenceError as exc:
+    except DeviceError as exc:
         raise TrainingError(f"train.{exc}") from exc
     model_out.unlink(missing_ok=True)
     run = _Run(
@@ -765,8 +760,8 @@ class _Run:
         optimizer = _optimizer(s, net.parameters())
         maximise = s.select != "loss"
         schedule = LrSchedule(s, maximise)
-        amp_dtype = AMPS[s.amp] if device.type == "cuda" else None
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        dtype = amp_dtype(device, s.amp)
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
 
         configs = {
             "dataset": self.dataset,
@@ -850,7 +845,7 @@ class _Run:
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = batch["mask"].to(device, non_blocking=True)
                 w = batch["weight"].to(device, non_blocking=True) if "weight" in batch else None
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                     logits = forward(x)
                 loss = loss_value(s.loss, logits, y, w, pos_weight)
                 optimizer.zero_grad(set_to_none=True)
