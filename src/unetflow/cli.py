@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import ParamsError, describe, load_params
-from unetflow.pipeline.stage import user_errors
+from unetflow.pipeline.stage import run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -77,11 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.command == "sync" and args.to == "snakemake" and args.config:
         parser.error("--config goes with --to dvc: DVC's selection is params.yaml's")
-    try:
-        args.handler(args)
-    except user_errors() as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_stage(lambda _argv: args.handler(args))
 
 
 def _config(args: argparse.Namespace) -> None:

@@ -138,13 +138,18 @@ def test_http_fault_fails_cleanly_then_recovers(project, mirror, http_server, fa
 
     output = assert_failed_in_download(snakemake(project, "preprocess", server.url), project)
     assert message in output
-    assert message in (project / "logs" / DATASET / "download.log").read_text()
+    log = (project / "logs" / DATASET / "download.log").read_text()
+    assert message in log
+    # the stage's own records reach its log: each retry of a transient failure
+    assert ("retry 1/1 in" in log) == (served == 2), log
     # every queued fault was met: 404 and checksum mismatches are not retried, the rest are
     assert server.count(path) == served and server.faults[path] == []
 
     assert snakemake(project, "download", server.url).returncode == 0
     assert_downloaded(project)
     assert server.count(path) == served + 1
+    log = (project / "logs" / DATASET / "download.log").read_text()
+    assert f"{DATASET}: 90 files verified into data/raw/{DATASET} from {server.url}" in log
 
 
 def test_corrupted_file_in_mirror_folder_fails_cleanly_then_recovers(project, mirror, tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -42,6 +43,8 @@ from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, wri
 from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import DataError, read_split
 from unetflow.io.progress import progress
+
+log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = [
     "id",
@@ -69,7 +72,7 @@ def augment_dataset(
     ``index.csv`` (one row per copy with every drawn parameter) and ``examples.png``.
     Images are spread over `workers` processes (0: one per CPU); each is seeded by its id, so
     the output does not depend on the number of workers.
-    Returns ``{"images": n, "seconds": t, "images_per_s": r}`` and prints the same.
+    Returns ``{"images": n, "seconds": t, "images_per_s": r}`` and logs the same.
     """
     processed, out = Path(processed), Path(out)
     import_elasticdeform()  # here, so that a broken install is named before any work
@@ -103,7 +106,7 @@ def augment_dataset(
 
     n = len(rows)
     rate = n / seconds if seconds > 0 else float("inf")
-    print(f"augment: {n} images in {seconds:.1f} s ({rate:.1f} images/s)", flush=True)
+    log.info("augment: %d images in %.1f s (%.1f images/s)", n, seconds, rate)
     return {"images": n, "seconds": seconds, "images_per_s": rate}
 
 

@@ -10,6 +10,7 @@ This module imports no stage logic: it is part of every stage's code deps.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
@@ -21,6 +22,9 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError, leaves, load_params, resolve, shadowed
+from unetflow.io.logs import configure_logging
+
+log = logging.getLogger(__name__)
 
 # Errors that are the user's to fix: printed as one clear line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ParamsError, FileNotFoundError)
@@ -49,7 +53,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def run_stage(main: Callable[[Sequence[str] | None], Any]) -> None:
-    """Run a stage's main; a user error becomes `error: <message>` and exit status 1."""
+    """Run a stage's main with logging configured; a user error becomes `error: <message>`
+    and exit status 1."""
+    configure_logging()
     try:
         main(None)
     except user_errors() as exc:
@@ -124,15 +130,15 @@ def job_params(
 
 
 def _note_shadowed(params: dict[str, Any], preset: str, view: dict[str, Any]) -> None:
-    """Say on stderr (the job's log) which of the job's base values its preset replaces, so
+    """Say in the job's log which of the job's base values its preset replaces, so
     that an edit of a shadowed base key (`dvc exp run -S model_defs...`) is not a silent no-op."""
     read = leaves(view)
     for key, (base, value) in shadowed(params, preset).items():
         if key in read:
-            print(
-                f"note: {key} = {value!r} from presets.{preset}; the base value {base!r} is not "
-                f"used (to change it, edit presets.{preset}.{key})",
-                file=sys.stderr,
+            log.info(
+                "note: %s = %r from presets.%s; the base value %r is not used (to change it, "
+                "edit presets.%s.%s)",
+                *(key, value, preset, base, preset, key),
             )
 
 

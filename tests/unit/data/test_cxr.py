@@ -540,7 +540,7 @@ def test_stage_script(synth_raw: Path, synth_out: Path, tmp_path: Path) -> None:
     # the job's log says which base value the preset replaces
     assert (
         f"note: dataset_defs.synth_cxr.preprocess.size = {size} from presets.quick; the base "
-        "value 512 is not used" in proc.stderr
+        "value 512 is not used" in proc.stdout
     )
     # the seed comes from params.yaml: the same split as the direct call with that seed
     out = project / "processed"

@@ -7,6 +7,7 @@ import yaml
 
 from project import ROOT
 from unetflow.config import ParamsError
+from unetflow.io.logs import configure_logging
 from unetflow.pipeline.stage import job_params
 
 PARAMS = ROOT / "params.yaml"
@@ -58,15 +59,16 @@ def test_a_job_says_which_of_its_base_values_the_preset_replaces(tmp_path, capsy
     params = yaml.safe_load(PARAMS.read_text())
     params["model_defs"]["unet_paper"]["train"]["lr"] = 0.01
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    configure_logging()  # as run_stage does: the note is a log record of the job
     got = job_params(
         tmp_path / "params.yaml", "train", preset="quick", dataset="isbi2012", model="unet_paper"
     )
     assert got["model_defs"]["unet_paper"]["train"]["lr"] == 0.0005
-    notes = capsys.readouterr().err.splitlines()
+    notes = capsys.readouterr().out.splitlines()
     assert (
         "note: model_defs.unet_paper.train.lr = 0.0005 from presets.quick; the base value 0.01 "
         "is not used (to change it, edit presets.quick.model_defs.unet_paper.train.lr)"
     ) in notes
     assert all("unet_modern" not in note for note in notes)  # only what this job reads
     job_params(PARAMS, "train", preset="full", dataset="isbi2012", model="unet_paper")
-    assert capsys.readouterr().err == ""  # full shadows nothing
+    assert capsys.readouterr().out == ""  # full shadows nothing
