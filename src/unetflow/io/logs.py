@@ -16,6 +16,23 @@ LOGGER = "unetflow"
 LEVEL_VARIABLE = "UNETFLOW_LOG_LEVEL"
 
 
+class _StandardStream(logging.StreamHandler):
+    """A handler that writes to sys.stdout or sys.stderr as they are when a record comes (a
+    test's capture, or the job's files), not as they were when logging was configured."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self._stream_name = name
+
+    @property
+    def stream(self):  # noqa: ANN201 (the StreamHandler attribute)
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        """Ignored: the stream is looked up at each record."""
+
+
 class _BelowWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.WARNING
@@ -33,10 +50,10 @@ def configure_logging() -> logging.Logger:
     logger = logging.getLogger(LOGGER)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
-    info = logging.StreamHandler(sys.stdout)
+    info = _StandardStream("stdout")
     info.addFilter(_BelowWarning())
     info.setFormatter(logging.Formatter("%(message)s"))
-    warnings = logging.StreamHandler(sys.stderr)
+    warnings = _StandardStream("stderr")
     warnings.setLevel(logging.WARNING)
     warnings.setFormatter(_LevelPrefix("%(message)s"))
     logger.addHandler(info)

@@ -11,6 +11,7 @@ from scipy import ndimage
 
 from unetflow.data.augment import augment_arrays, augment_dataset, augment_pair
 from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
+from unetflow.io.logs import configure_logging
 from unetflow.io.processed import DataError
 
 SIZE = 64
@@ -74,6 +75,7 @@ def processed(tmp_path: Path) -> Path:
 
 def test_dataset_outputs(processed: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "augmented"
+    configure_logging()  # as the stage does
     result = augment_dataset(processed, out, FULL, example_pairs=2, seed=7)
 
     assert result["images"] == 9
