@@ -69,6 +69,7 @@ from torch import nn
 
 from unetflow.config import ParamsError, resolve
 from unetflow.inference.infer import InferenceError
+from unetflow.io.outputs import write_text_atomic
 from unetflow.model.device import AMP_DTYPES, DeviceError, resolve_device
 from unetflow.model.unet import build_model, count_parameters
 
@@ -586,10 +587,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(f"benchmark: {exc}")
     text = json.dumps(report, indent=2)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(args.out)
+        write_text_atomic(args.out, text + "\n")
     else:
         print(text)
     print(format_table(report), file=sys.stderr)

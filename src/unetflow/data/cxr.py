@@ -59,8 +59,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.data.em import unit_intensities
-from unetflow.io.images import ImageError, read_gray, resize_image, write_float_tiff, write_png
+from unetflow.io.images import (
+    ImageError,
+    read_gray,
+    resize_image,
+    unit_intensities,
+    write_float_tiff,
+    write_png,
+)
 from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import SCORE_MASKS, SPLIT_NAMES, DataError
 from unetflow.io.progress import progress

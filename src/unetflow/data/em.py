@@ -45,6 +45,7 @@ from unetflow.io.images import (
     ImageError,
     read_gray,
     read_stack,
+    unit_intensities,
     write_float_tiff,
     write_png,
 )
@@ -287,28 +288,6 @@ def _load(item: Any) -> np.ndarray:
 def _scaled_image(item: Any, raw: Path, source: str) -> np.ndarray:
     """Image intensities scaled to [0, 1], in float64 (cast to float32 only when written)."""
     return unit_intensities(_load(item), raw / source)
-
-
-def unit_intensities(image: np.ndarray, path: str | Path) -> np.ndarray:
-    """A 2-D grey image scaled to [0, 1] in float64: integers divided by their dtype's maximum.
-
-    Shared by every preprocessing kind so that all processed sets use the same scaling;
-    errors name `path`, the file the pixels came from.
-    """
-    if image.ndim != 2:
-        raise DataError(f"{path}: expected a 2-D grey image, got shape {image.shape}")
-    if image.dtype == bool:
-        return image.astype(np.float64)
-    if np.issubdtype(image.dtype, np.integer):
-        if image.min() < 0:
-            raise DataError(f"{path}: negative intensities; expected unsigned pixels")
-        return image.astype(np.float64) / np.iinfo(image.dtype).max
-    image = image.astype(np.float64)
-    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise DataError(
-            f"{path}: float intensities outside [0, 1]; expected integer pixels or floats in [0, 1]"
-        )
-    return image
 
 
 def _binary_mask(item: Any, raw: Path, source: str) -> np.ndarray:

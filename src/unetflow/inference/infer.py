@@ -38,12 +38,11 @@ its docstring for the pre- and post-processing.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +56,11 @@ from unetflow.io.images import (
     read_gray,
     read_processed_image,
     resize_image,
+    unit_intensities,
     write_float_tiff,
     write_png,
 )
-from unetflow.io.outputs import staged_dir
+from unetflow.io.outputs import atomic_file, staged_dir
 from unetflow.io.processed import SCORE_MASKS, read_split
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import load_model
@@ -309,22 +309,6 @@ def _write_submission(path: Path, pages: list[np.ndarray]) -> None:
     tifffile.imwrite(path, stack, photometric="minisblack")
 
 
-def scale_to_unit(image: np.ndarray, path: Path) -> np.ndarray:
-    """Intensities to [0, 1] in float32: integers divided by their dtype maximum; floats kept."""
-    if image.dtype == bool:
-        return image.astype(np.float32)
-    if np.issubdtype(image.dtype, np.integer):
-        if image.min() < 0:
-            raise ImageError(f"{path}: negative intensities; expected unsigned pixels")
-        return (image.astype(np.float64) / np.iinfo(image.dtype).max).astype(np.float32)
-    image = image.astype(np.float32)
-    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
-        raise ImageError(
-            f"{path}: float intensities outside [0, 1]; expected integer pixels or floats in [0, 1]"
-        )
-    return image
-
-
 def list_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Image files named by `inputs`: files as given, folders by their PNG/TIFF files (sorted).
 
@@ -360,7 +344,7 @@ def list_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 def prepare_image(raw: np.ndarray, path: Path, meta: dict) -> np.ndarray:
     """A raw image as the model saw its training data: [0, 1], resized (CXR), z-scored."""
-    image = scale_to_unit(raw, path)
+    image = unit_intensities(raw, path).astype(np.float32)
     size = (meta.get("dataset", {}).get("preprocess") or {}).get("size")
     if size:
         image = resize_image(image, (int(size), int(size))).astype(np.float32)
@@ -414,19 +398,8 @@ def predict_files(
             amp=amp,
         )
         prob = np.clip(resize_image(prob, raw.shape), 0.0, 1.0).astype(np.float32)
-        with _atomic(output / "probabilities" / f"{path.stem}.tif") as tmp:
+        with atomic_file(output / "probabilities" / f"{path.stem}.tif") as tmp:
             write_float_tiff(tmp, prob)
-        with _atomic(output / "masks" / f"{path.stem}.png") as tmp:
+        with atomic_file(output / "masks" / f"{path.stem}.png") as tmp:
             write_png(tmp, _mask(prob, threshold))
     return {"images": len(files), "seconds": time.perf_counter() - started, "output": str(output)}
-
-
-@contextlib.contextmanager
-def _atomic(final: Path) -> Iterator[Path]:
-    """A temporary path beside `final` (same suffix) that replaces `final` on success only."""
-    tmp = final.with_name(f".{final.stem}.partial{final.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)

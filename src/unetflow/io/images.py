@@ -126,3 +126,25 @@ def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if image.shape == tuple(shape):
         return image
     return resize(image, shape, order=1, mode="edge", anti_aliasing=True, preserve_range=True)
+
+
+def unit_intensities(image: np.ndarray, path: str | Path) -> np.ndarray:
+    """A 2-D grey image scaled to [0, 1] in float64: integers divided by their dtype's maximum.
+
+    The one scaling of every preprocessing kind and of `unetflow predict`, so that all
+    images meet a model on the same scale; errors name `path`, the file the pixels came from.
+    """
+    if image.ndim != 2:
+        raise ImageError(f"{path}: expected a 2-D grey image, got shape {image.shape}")
+    if image.dtype == bool:
+        return image.astype(np.float64)
+    if np.issubdtype(image.dtype, np.integer):
+        if image.min() < 0:
+            raise ImageError(f"{path}: negative intensities; expected unsigned pixels")
+        return image.astype(np.float64) / np.iinfo(image.dtype).max
+    image = image.astype(np.float64)
+    if not np.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+        raise ImageError(
+            f"{path}: float intensities outside [0, 1]; expected integer pixels or floats in [0, 1]"
+        )
+    return image

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numbers
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unetflow.io.outputs import atomic_file
 from unetflow.model.unet import MeanMask, build_model
 
 FORMAT = 1
@@ -73,16 +73,9 @@ def plain(value: Any, key: str) -> Any:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
-    try:
+    """torch.save `obj` to `path` atomically."""
+    with atomic_file(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def read_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict:
