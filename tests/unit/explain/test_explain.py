@@ -10,18 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from unetflow.explain.explain import (
-    GROUPS,
-    block_activations,
-    explain_run,
-    full_logits,
-    kmeans,
-    latent_table,
-    latent_vectors,
-    occlusion_map,
-    pca,
-    select_cases,
-)
+from unetflow.explain.explain import GROUPS, explain_run, select_cases
+from unetflow.explain.features import block_activations
+from unetflow.explain.latent import kmeans, latent_table, latent_vectors, pca
+from unetflow.explain.network import full_logits
+from unetflow.explain.occlusion import occlusion_map
 from unetflow.io.images import read_float_tiff, write_float_tiff, write_png
 from unetflow.model.checkpoint import save_model
 from unetflow.model.unet import MeanMask, UNet
