@@ -5,10 +5,13 @@ worker processes and tests.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.figure import Figure
 
 CELL_COLOURS = {
@@ -19,15 +22,18 @@ CELL_COLOURS = {
 }
 
 
-def _display(image: np.ndarray) -> np.ndarray:
-    """`image` scaled to [0, 1] between its 1st and 99th percentiles (constant: zeros)."""
+def display_range(image: np.ndarray) -> np.ndarray:
+    """`image` scaled to [0, 1] between its 1st and 99th percentiles (constant: zeros), in
+    float64: the one intensity stretch of every figure that shows an input image."""
+    image = np.asarray(image, dtype=np.float64)
     lo, hi = np.percentile(image, [1, 99])
     if not hi > lo:
-        return np.zeros_like(image, dtype=np.float64)
+        return np.zeros_like(image)
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _bare(ax: Any) -> None:
+def bare_axes(ax: Any) -> None:
+    """No ticks: the axes of an image panel."""
     ax.set_xticks([])
     ax.set_yticks([])
 
@@ -36,13 +42,11 @@ def occlusion_figure(group: str, cases: list[dict[str, Any]]) -> Figure:
     """Rows best / worst image of `group`; columns the input with the truth outlined, and the
     occlusion map (loss increase) overlaid on it. Each case: id, case, iou, image, truth, map."""
     if not cases:
-        fig = Figure(figsize=(4, 1.5))
-        fig.text(0.5, 0.5, f"no test images in group '{group}'", ha="center", va="center")
-        return fig
+        return notice(f"no test images in group '{group}'")
     fig = Figure(figsize=(7.5, 3.4 * len(cases)), layout="constrained")
     axes = fig.subplots(len(cases), 2, squeeze=False)
     for row, case in enumerate(cases):
-        grey = _display(case["image"])
+        grey = display_range(case["image"])
         left, right = axes[row]
         left.imshow(grey, cmap="gray", vmin=0, vmax=1)
         left.contour(case["truth"] > 0, levels=[0.5], colors="lime", linewidths=0.8)
@@ -53,7 +57,7 @@ def occlusion_figure(group: str, cases: list[dict[str, Any]]) -> Figure:
         shown = right.imshow(heat, cmap="magma", alpha=0.6, vmin=0, vmax=limit)
         fig.colorbar(shown, ax=right, shrink=0.8, label="loss increase")
         for ax in (left, right):
-            _bare(ax)
+            bare_axes(ax)
         if row == 0:
             left.set_title("input, ground truth outlined")
             right.set_title("occlusion sensitivity")
@@ -70,7 +74,7 @@ def features_figure(
 ) -> Figure:
     """Input, prediction (probability), ground truth, then the mean activation of every block
     (`maps`, resized to the image), one panel each."""
-    panels = [("input", _display(image), "gray"), ("prediction", probability, "gray")]
+    panels = [("input", display_range(image), "gray"), ("prediction", probability, "gray")]
     panels.append(("ground truth", (truth > 0).astype(np.float32), "gray"))
     panels += [(label, m, "viridis") for label, m in maps.items()]
     ncols = min(4, len(panels))
@@ -80,7 +84,7 @@ def features_figure(
     for ax, (title, data, cmap) in zip(axes, panels, strict=False):
         ax.imshow(data, cmap=cmap)
         ax.set_title(title)
-        _bare(ax)
+        bare_axes(ax)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     fig.suptitle(f"{sid}: mean activation over channels of each block")
@@ -110,4 +114,121 @@ def latent_figure(
         ax.set_title(f"bottleneck activations by {title}")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
+    return fig
+
+
+FP_COLOUR = (1.0, 0.0, 0.0)
+
+
+FN_COLOUR = (0.0, 0.3, 1.0)
+
+
+def error_overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """RGB float image: the input in grey (scaled to its 1st-99th percentiles), false
+    positives (pred and not truth) red, false negatives (truth and not pred) blue."""
+    grey = display_range(image)
+    rgb = np.repeat(grey[..., None], 3, axis=-1)
+    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
+    rgb[pred & ~truth] = FP_COLOUR
+    rgb[truth & ~pred] = FN_COLOUR
+    return rgb
+
+
+def curves_figure(curves: dict[str, pd.DataFrame], where: Path) -> Figure:
+    """One axis per logged curve (loss, val/dice, lr, ...; columns step, value) against the
+    epoch step; a notice naming `where` when there are none."""
+    if not curves:
+        return notice(f"no DVCLive curves in {where}")
+    ncols = min(3, len(curves))
+    nrows = math.ceil(len(curves) / ncols)
+    fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (name, curve) in zip(axes, curves.items(), strict=False):
+        ax.plot(curve["step"], curve["value"], marker="." if len(curve) < 30 else None)
+        ax.set_title(name)
+        ax.set_xlabel("step (epoch)")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(curves) :]:
+        ax.set_visible(False)
+    return fig
+
+
+def notice(text: str) -> Figure:
+    """A small figure that only says `text` (a stand-in for a plot with no data)."""
+    fig = Figure(figsize=(4, 1.5))
+    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
+    return fig
+
+
+def age_figure(subgroups: pd.DataFrame, metric: str = "iou") -> Figure | None:
+    """Group size against mean `metric` per age group (each point labelled with its group);
+    None when the run has no age groups with images."""
+    ages = subgroups[(subgroups["grouping"] == "age") & (subgroups["n"] > 0)]
+    if ages.empty:
+        return None
+    fig = Figure(figsize=(5, 3.5), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(ages["n"], ages[metric])
+    for _, row in ages.iterrows():
+        ax.annotate(
+            row["group"], (row["n"], row[metric]), textcoords="offset points", xytext=(4, 4)
+        )
+    ax.set_xlabel("images in the age group (test split)")
+    ax.set_ylabel(f"mean {metric}")
+    ax.set_title(f"{metric} by age group")
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def weight_map_figure(mask: np.ndarray, weights: np.ndarray, title: str = "") -> Figure:
+    """A mask beside its weight map (with a colour bar), to check the map by eye."""
+    fig = Figure(figsize=(9, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.imshow(np.asarray(mask) > 0, cmap="gray")
+    left.set_title(f"mask {title}".strip())
+    shown = right.imshow(weights, cmap="viridis")
+    right.set_title("weight map w(x)")
+    fig.colorbar(shown, ax=right, shrink=0.8)
+    for ax in (left, right):
+        bare_axes(ax)
+    return fig
+
+
+def examples_figure(examples: list[tuple[Any, ...]]) -> Figure:
+    """A grid of original/augmented image+mask pairs; each example is (image, mask,
+    augmented image, augmented mask, id, augmented id)."""
+    n = max(1, len(examples))
+    fig = Figure(figsize=(10, 2.6 * n), layout="constrained")
+    axes = fig.subplots(n, 4, squeeze=False)
+    titles = ("original image", "original mask", "augmented image", "augmented mask")
+    for row, example in enumerate(examples):
+        *arrays, sid, aid = example
+        for col, array in enumerate(arrays):
+            ax = axes[row, col]
+            limits = {"vmin": 0, "vmax": 1} if col % 2 else {}
+            ax.imshow(array, cmap="gray", interpolation="nearest", **limits)
+            ax.set_title(f"{titles[col]}\n{aid if col >= 2 else sid}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    if not examples:
+        axes[0, 0].text(0, 0.5, "no augmented pairs (copies = 0)", fontsize=10)
+    return fig
+
+
+def panels_figure(rows: list[tuple[str, str, float, np.ndarray, np.ndarray, np.ndarray]]) -> Figure:
+    """One row per (label, id, Dice, image, truth, prediction); columns input, truth,
+    prediction and errors (:func:`error_overlay`)."""
+    if not rows:
+        return notice("no test images to show")
+    columns = ("input", "ground truth", "prediction", "errors (FP red, FN blue)")
+    fig = Figure(figsize=(3 * len(columns), 3 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), len(columns), squeeze=False)
+    for row, (label, sid, dice, image, truth, pred) in enumerate(rows):
+        shown = (display_range(image), truth, pred, error_overlay(image, pred, truth))
+        for col, (ax, data) in enumerate(zip(axes[row], shown, strict=True)):
+            ax.imshow(data, cmap="gray", vmin=0, vmax=1)
+            bare_axes(ax)
+            if row == 0:
+                ax.set_title(columns[col])
+        axes[row][0].set_ylabel(f"{label}: {sid}\nDice {dice:.4f}")
     return fig

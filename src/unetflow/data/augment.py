@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from unetflow.data.elastic import import_elasticdeform
 from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import DataError, read_split
 from unetflow.io.progress import progress
+from unetflow.plots import examples_figure
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def augment_dataset(
             (*_read_pair(processed, train_ids[i]), *_read_augmented(work, train_ids[i], k, width))
             for i, k in _example_slots(len(train_ids), copies, example_pairs)
         ]
-        _plot_examples(examples, work / "examples.png")
+        examples_figure(examples).savefig(work / "examples.png", dpi=80)
     seconds = time.perf_counter() - start
 
     n = len(rows)
@@ -270,26 +270,3 @@ def _example_slots(n_images: int, copies: int, pairs: int) -> list[tuple[int, in
     """Which (image, copy) pairs to show: the first copy of distinct images first."""
     slots = [(i, k) for k in range(copies) for i in range(n_images)]
     return slots[: max(0, int(pairs))]
-
-
-def _plot_examples(examples: list[tuple[np.ndarray, ...]], path: Path) -> None:
-    """A grid of original/augmented image+mask pairs.
-
-    A bare Figure renders with Agg and leaves pyplot's global backend alone.
-    """
-    n = max(1, len(examples))
-    fig = Figure(figsize=(10, 2.6 * n), layout="constrained")
-    axes = fig.subplots(n, 4, squeeze=False)
-    titles = ("original image", "original mask", "augmented image", "augmented mask")
-    for row, example in enumerate(examples):
-        *arrays, sid, aid = example
-        for col, array in enumerate(arrays):
-            ax = axes[row, col]
-            limits = {"vmin": 0, "vmax": 1} if col % 2 else {}
-            ax.imshow(array, cmap="gray", interpolation="nearest", **limits)
-            ax.set_title(f"{titles[col]}\n{aid if col >= 2 else sid}", fontsize=8)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    if not examples:
-        axes[0, 0].text(0, 0.5, "no augmented pairs (copies = 0)", fontsize=10)
-    fig.savefig(path, dpi=80)

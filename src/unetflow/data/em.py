@@ -164,7 +164,8 @@ class _StackShape:
 def _write_weight_map(work: Path, sid: str, mask: np.ndarray, weight_cfg: dict) -> None:
     """``weights/<id>.tif``: the paper's border weight map of a train mask; the first one is
     also drawn beside its mask in ``weight_map.png``."""
-    from unetflow.data.weightmaps import border_weight_map, weight_map_figure
+    from unetflow.data.weightmaps import border_weight_map
+    from unetflow.plots import weight_map_figure
 
     weights = border_weight_map(mask, **weight_cfg)
     write_float_tiff(work / "weights" / f"{sid}.tif", weights, level=1)

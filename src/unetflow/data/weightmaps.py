@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from matplotlib.figure import Figure
 from scipy import ndimage
 from skimage.measure import label, regionprops
 
@@ -78,18 +77,3 @@ def border_weight_map(
     if where == "background":
         border[mask] = 0.0
     return (class_weights(mask) + border).astype(np.float32)
-
-
-def weight_map_figure(mask: np.ndarray, weights: np.ndarray, title: str = "") -> Figure:
-    """A mask beside its weight map (with a colour bar), to check the map by eye."""
-    fig = Figure(figsize=(9, 4.2), layout="constrained")
-    left, right = fig.subplots(1, 2)
-    left.imshow(np.asarray(mask) > 0, cmap="gray")
-    left.set_title(f"mask {title}".strip())
-    shown = right.imshow(weights, cmap="viridis")
-    right.set_title("weight map w(x)")
-    fig.colorbar(shown, ax=right, shrink=0.8)
-    for ax in (left, right):
-        ax.set_xticks([])
-        ax.set_yticks([])
-    return fig

@@ -50,11 +50,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from unetflow.evaluation import metrics as m
+from unetflow.evaluation.cases import panel_cases
 from unetflow.evaluation.rows import HEADLINE, ReportError, finite
-from unetflow.evaluation.subgroups import SUBGROUP_METRICS, age_figure, subgroup_table
+from unetflow.evaluation.subgroups import SUBGROUP_METRICS, subgroup_table
 from unetflow.io.images import (
     ImageError,
     read_float_tiff,
@@ -67,6 +67,7 @@ from unetflow.io.processed import DataError, read_split, scoring_mask_path
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import CheckpointError, load_model
 from unetflow.model.unet import count_parameters
+from unetflow.plots import age_figure, curves_figure, panels_figure
 
 EVAL_SPLITS = ("val", "test")
 COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
@@ -84,9 +85,6 @@ RAND_DETAILS = (
     "rand_error_threshold",
 )
 KINDS = ("em", "cxr")
-PANEL_ROWS = ("best", "median", "worst")
-FP_COLOUR = (1.0, 0.0, 0.0)
-FN_COLOUR = (0.0, 0.3, 1.0)
 
 
 def metric_names(kind: str) -> tuple[str, ...]:
@@ -277,42 +275,6 @@ def _read_metrics(path: Path) -> dict[str, Any]:
     return data
 
 
-# --------------------------------------------------------------------------- figures
-
-
-def panel_cases(test: pd.DataFrame) -> list[tuple[str, str, float]]:
-    """(label, id, dice) of the best, median and worst test image by Dice (ties: by id).
-
-    Images are sorted by (Dice, id); worst is the first, best the last and median the one at
-    index (n - 1) // 2. With fewer than three images a row repeats an image.
-    """
-    if len(test) == 0:
-        return []
-    ordered = sorted(zip(test["dice"].astype(float), test["id"], strict=True))
-    pick = {"best": ordered[-1], "median": ordered[(len(ordered) - 1) // 2], "worst": ordered[0]}
-    return [(label, pick[label][1], pick[label][0]) for label in PANEL_ROWS]
-
-
-def error_overlay(image: np.ndarray, pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """RGB float image: the input in grey (scaled to its 1st-99th percentiles), false
-    positives (pred and not truth) red, false negatives (truth and not pred) blue."""
-    grey = _display_range(image)
-    rgb = np.repeat(grey[..., None], 3, axis=-1)
-    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
-    rgb[pred & ~truth] = FP_COLOUR
-    rgb[truth & ~pred] = FN_COLOUR
-    return rgb
-
-
-def _display_range(image: np.ndarray) -> np.ndarray:
-    """`image` scaled to [0, 1] between its 1st and 99th percentiles (constant: zeros)."""
-    image = np.asarray(image, dtype=np.float64)
-    lo, hi = np.percentile(image, [1, 99])
-    if not hi > lo:
-        return np.zeros_like(image)
-    return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
-
-
 def write_figures(
     out: Path,
     processed: Path,
@@ -323,37 +285,27 @@ def write_figures(
 ) -> None:
     """Write ``panels.png``, ``learning_curves.png`` and, where the images have ages,
     ``iou_by_age.png`` (group size against IoU) into the folder `out`, atomically."""
+    curves = read_curves(live_dir)
     with staged_dir(out) as work:
-        panels_figure(processed, predictions, test).savefig(work / "panels.png", dpi=100)
-        curves_figure(live_dir).savefig(work / "learning_curves.png", dpi=100)
+        rows = [_panel_row(processed, predictions, *case) for case in panel_cases(test)]
+        panels_figure(rows).savefig(work / "panels.png", dpi=100)
+        where = Path(live_dir) / "plots" / "metrics"
+        curves_figure(curves, where).savefig(work / "learning_curves.png", dpi=100)
         ages = age_figure(subgroups) if subgroups is not None else None
         if ages is not None:
             ages.savefig(work / "iou_by_age.png", dpi=100)
 
 
-def panels_figure(processed: Path, predictions: Path, test: pd.DataFrame) -> Figure:
-    """Rows best / median / worst test image by Dice; columns input, truth, prediction, errors."""
-    cases = panel_cases(test)
-    if not cases:
-        return _notice("no test images to show")
-    columns = ("input", "ground truth", "prediction", "errors (FP red, FN blue)")
-    fig = Figure(figsize=(3 * len(columns), 3 * len(cases)), layout="constrained")
-    axes = fig.subplots(len(cases), len(columns), squeeze=False)
-    for row, (label, sid, dice) in enumerate(cases):
-        truth = read_gray(scoring_mask_path(processed, sid)) > 0
-        image = read_processed_image(processed / "images" / f"{sid}.tif")
-        if image.shape != truth.shape:  # trained at a lower resolution than scored at
-            image = resize_image(image, truth.shape)
-        pred = read_gray(predictions / "masks" / f"{sid}.png") > 0
-        shown = (_display_range(image), truth, pred, error_overlay(image, pred, truth))
-        for col, (ax, data) in enumerate(zip(axes[row], shown, strict=True)):
-            ax.imshow(data, cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if row == 0:
-                ax.set_title(columns[col])
-        axes[row][0].set_ylabel(f"{label}: {sid}\nDice {dice:.4f}")
-    return fig
+def _panel_row(
+    processed: Path, predictions: Path, label: str, sid: str, dice: float
+) -> tuple[str, str, float, np.ndarray, np.ndarray, np.ndarray]:
+    """A row of the panels figure: the image at the scoring size, its truth and prediction."""
+    truth = read_gray(scoring_mask_path(processed, sid)) > 0
+    image = read_processed_image(processed / "images" / f"{sid}.tif")
+    if image.shape != truth.shape:  # trained at a lower resolution than scored at
+        image = resize_image(image, truth.shape)
+    pred = read_gray(predictions / "masks" / f"{sid}.png") > 0
+    return label, sid, dice, image, truth, pred
 
 
 def read_curves(live_dir: Path) -> dict[str, pd.DataFrame]:
@@ -376,29 +328,3 @@ def read_curves(live_dir: Path) -> dict[str, pd.DataFrame]:
             }
         )
     return curves
-
-
-def curves_figure(live_dir: Path) -> Figure:
-    """One axis per logged curve (loss, val/dice, lr, ...), against the epoch step."""
-    curves = read_curves(live_dir)
-    if not curves:
-        return _notice(f"no DVCLive curves in {Path(live_dir) / 'plots' / 'metrics'}")
-    ncols = min(3, len(curves))
-    nrows = math.ceil(len(curves) / ncols)
-    fig = Figure(figsize=(4 * ncols, 3 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax, (name, curve) in zip(axes, curves.items(), strict=False):
-        ax.plot(curve["step"], curve["value"], marker="." if len(curve) < 30 else None)
-        ax.set_title(name)
-        ax.set_xlabel("step (epoch)")
-        ax.grid(alpha=0.3)
-    for ax in axes[len(curves) :]:
-        ax.set_visible(False)
-    return fig
-
-
-def _notice(text: str) -> Figure:
-    """A small figure that only says `text` (a stand-in for a plot with no data)."""
-    fig = Figure(figsize=(4, 1.5))
-    fig.text(0.5, 0.5, text, ha="center", va="center", wrap=True)
-    return fig

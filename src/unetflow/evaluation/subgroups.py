@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 SUBGROUP_METRICS = ("dice", "iou", "hd95", "assd")
 SUBGROUP_COLUMNS = ("grouping", "group", "n", *SUBGROUP_METRICS)
@@ -109,23 +108,3 @@ def sex_finding_table(subgroups: list[dict[str, Any]], metric: str = "iou") -> l
             record[f"{finding}_n"] = sum(n for n, _ in chosen)
         table.append(record)
     return table
-
-
-def age_figure(subgroups: pd.DataFrame, metric: str = "iou") -> Figure | None:
-    """Group size against mean `metric` per age group (each point labelled with its group);
-    None when the run has no age groups with images."""
-    ages = subgroups[(subgroups["grouping"] == "age") & (subgroups["n"] > 0)]
-    if ages.empty:
-        return None
-    fig = Figure(figsize=(5, 3.5), layout="constrained")
-    ax = fig.subplots()
-    ax.scatter(ages["n"], ages[metric])
-    for _, row in ages.iterrows():
-        ax.annotate(
-            row["group"], (row["n"], row[metric]), textcoords="offset points", xytext=(4, 4)
-        )
-    ax.set_xlabel("images in the age group (test split)")
-    ax.set_ylabel(f"mean {metric}")
-    ax.set_title(f"{metric} by age group")
-    ax.grid(alpha=0.3)
-    return fig

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from unetflow.evaluation.cases import GROUP_COLUMN, GROUPS, select_cases
 from unetflow.explain.features import block_activations, resized
 from unetflow.explain.latent import (
     cell_of,
@@ -41,28 +42,6 @@ from unetflow.model.checkpoint import load_model
 from unetflow.model.device import resolve_device
 from unetflow.model.unet import UNet
 from unetflow.plots import features_figure, latent_figure, occlusion_figure
-
-#: The test-split groups whose best and worst image (by IoU) are explained, in this order.
-GROUPS = ("male", "female", "normal", "abnormal")
-GROUP_COLUMN = {"male": "sex", "female": "sex", "normal": "finding", "abnormal": "finding"}
-CASES = ("best", "worst")
-
-
-def select_cases(per_image: pd.DataFrame, split: str = "test") -> list[tuple[str, str, str, float]]:
-    """(group, best|worst, id, IoU) of the best and worst `split` image by IoU of each group
-    of :data:`GROUPS` (ties by id); ``all`` when the table has no sex/finding columns."""
-    rows = per_image[per_image["split"] == split]
-    groups = [(g, rows[rows[GROUP_COLUMN[g]] == g]) for g in GROUPS if GROUP_COLUMN[g] in rows]
-    if not groups:
-        groups = [("all", rows)]
-    cases = []
-    for group, members in groups:
-        if members.empty:
-            continue
-        ordered = sorted(zip(members["iou"].astype(float), members["id"].astype(str), strict=True))
-        for case, (iou, sid) in zip(CASES, (ordered[-1], ordered[0]), strict=True):
-            cases.append((group, case, sid, iou))
-    return cases
 
 
 def explain_run(

@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 
 from unetflow.evaluation import metrics as m
+from unetflow.evaluation.cases import panel_cases
 from unetflow.evaluation.evaluate import (
     COMMON_METRICS,
     METRICS,
     RAND_DETAILS,
-    error_overlay,
     evaluate,
-    panel_cases,
     read_curves,
 )
 from unetflow.io.images import read_gray, write_float_tiff, write_png
 from unetflow.io.processed import DataError
+from unetflow.plots import error_overlay
 
 N = 32
 

@@ -9,13 +9,13 @@ import pytest
 
 from unetflow.evaluation.subgroups import (
     SUBGROUP_COLUMNS,
-    age_figure,
     age_group,
     age_groups,
     sex_finding_table,
     subgroup_table,
     weighted_mean,
 )
+from unetflow.plots import age_figure
 
 # Six test images and one val image (which must not count): IoU chosen so that every
 # group's mean is easy to work out by hand.

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from unetflow.explain.explain import GROUPS, explain_run, select_cases
+from unetflow.evaluation.cases import GROUPS, select_cases
+from unetflow.explain.explain import explain_run
 from unetflow.explain.features import block_activations
 from unetflow.explain.latent import kmeans, latent_table, latent_vectors, pca
 from unetflow.explain.network import full_logits
