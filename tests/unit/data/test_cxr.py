@@ -20,15 +20,8 @@ from skimage.transform import resize
 
 from project import copy_project
 from unetflow.config import load_params, resolve
-from unetflow.data.cxr import (
-    SPLIT_COLUMNS,
-    parse_sex_age,
-    preprocess_cxr,
-    scan_raw,
-    split_fractions,
-    split_sizes,
-    stratified_split,
-)
+from unetflow.data.cxr import SPLIT_COLUMNS, parse_sex_age, preprocess_cxr, scan_raw
+from unetflow.data.splits import split_fractions, split_sizes, stratified_split
 from unetflow.data.synthetic import generate_synth_cxr
 from unetflow.io.images import read_float_tiff, read_gray, write_png
 from unetflow.io.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
