@@ -38,7 +38,7 @@ LAZY_ERRORS = (
     ("unetflow.model.checkpoint", "CheckpointError"),
     ("unetflow.model.device", "DeviceError"),
     ("unetflow.inference.infer", "InferenceError"),
-    ("unetflow.training.trainer", "TrainingError"),
+    ("unetflow.training.errors", "TrainingError"),
     ("unetflow.evaluation.rows", "ReportError"),
     ("unetflow.explain.explain", "ExplainError"),
     ("unetflow.pipeline.sync", "SyncError"),

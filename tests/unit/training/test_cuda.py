@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_trainer import em, run_kwargs  # noqa: F401  (em is a fixture)
 
 from unetflow.inference.infer import predict_probability
 from unetflow.model.checkpoint import load_model
@@ -19,7 +18,7 @@ pytestmark = [
 
 
 @pytest.mark.parametrize("amp", ["bf16", "fp16", "none"])
-def test_training_on_cuda_lowers_the_loss(em, tmp_path, amp):  # noqa: F811
+def test_training_on_cuda_lowers_the_loss(em, tmp_path, amp, run_kwargs):
     kwargs = run_kwargs(em, tmp_path, workers=2, epochs=3, steps_per_epoch=8)
     kwargs["train_cfg"] = {
         **kwargs["train_cfg"],
