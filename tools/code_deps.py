@@ -41,7 +41,8 @@ def _imported(path: Path) -> set[str]:
 
 
 def code_closure(script: Path, src: Path) -> set[Path]:
-    """The files of `src`/unetflow that running `script` imports, transitively."""
+    """The files of `src`/unetflow that running `script` imports, transitively, with the data
+    files (``*.yaml``) of the packages it imports from, which that code reads."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -50,7 +51,7 @@ def code_closure(script: Path, src: Path) -> set[Path]:
                 if file not in seen:
                     seen.add(file)
                     todo.append(file)
-    return seen
+    return seen | {data for file in seen for data in file.parent.glob("*.yaml")}
 
 
 def _declared_block(lines: list[str], start: int) -> tuple[int, int]:

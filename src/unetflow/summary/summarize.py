@@ -8,14 +8,12 @@ test split is empty), the training time, parameter count and device from its ``m
 The evaluate stage writes each run's row (``evaluation.summary_row``, ``rows.write_row``)
 to ``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
 ``summary.md`` shows the same table and a second one that pairs each run with
-every reference of :data:`REFERENCES` for its dataset kind, with the source and whether the
+every reference (``references.yaml``) for its dataset kind, with the source and whether the
 test sets differ (they always do here; the column says how).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,109 +22,8 @@ import pandas as pd
 from unetflow.evaluation.rows import SUMMARY_COLUMNS
 from unetflow.evaluation.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
 from unetflow.io.outputs import write_text_atomic
-
-
-@dataclass(frozen=True)
-class Reference:
-    """One published number: `low`..`high` (equal for a single value) of `metric` (a key of
-    metrics.json's test section, or a metric we do not compute such as warping_error)."""
-
-    kind: str  # dataset kind it compares with: "em" or "cxr"
-    dataset: str  # the dataset it was measured on (our name for it)
-    name: str
-    metric: str
-    low: float
-    high: float
-    test_set: str  # what the reference was measured on, and how ours differs
-    source: str
-
-    @property
-    def value(self) -> str:
-        """The number as printed: one value or a low–high range."""
-        if self.low == self.high:
-            return f"{self.low:g}"
-        return f"{self.low:g}–{self.high:g}"
-
-
-UNET_PAPER = "https://arxiv.org/abs/1505.04597 (Ronneberger et al., MICCAI 2015, Table 1)"
-UNET_TEST = "ISBI 2012 challenge test volume (labels withheld); ours: held-out training slices"
-DELFT = (
-    "https://medium.com/@djangobrunink/the-road-to-u-net-reproduction-9dfcb80ea8dd "
-    "(TU Delft reproduction, reproducedpapers.org, 2020)"
-)
-DELFT_TEST = "their own held-out ISBI 2012 training slices; ours: slices of params split.test"
-SHENZHEN = (
-    'A. O. Andersen, "A Look into U-Net" (the Shenzhen chest X-ray study that unet_andersen '
-    "reproduces): test IoU"
-)
-SHENZHEN_TEST = "their own Shenzhen split; ours: the seeded split of params split"
-
-#: The published references, in the order they are printed. The U-Net paper reports the ISBI
-#: 2012 challenge's scores on the challenge test volume, whose labels are not public, so no
-#: run here measures the same images; the TU Delft reproduction and the Shenzhen study used
-#: their own splits. The Shenzhen Dice row is the target of docs/targets.md, not a citation.
-REFERENCES: tuple[Reference, ...] = (
-    Reference(
-        "em", "isbi2012", "U-Net paper", "warping_error", 0.000353, 0.000353, UNET_TEST, UNET_PAPER
-    ),
-    Reference("em", "isbi2012", "U-Net paper", "rand_error", 0.0382, 0.0382, UNET_TEST, UNET_PAPER),
-    Reference(
-        "em", "isbi2012", "U-Net paper", "pixel_error", 0.0611, 0.0611, UNET_TEST, UNET_PAPER
-    ),
-    Reference(
-        "em", "isbi2012", "TU Delft reproduction", "pixel_error", 0.084, 0.098, DELFT_TEST, DELFT
-    ),
-    Reference("cxr", "shenzhen", "Shenzhen study", "iou", 0.897, 0.897, SHENZHEN_TEST, SHENZHEN),
-    Reference(
-        "cxr",
-        "shenzhen",
-        "Shenzhen lung Dice target (≈ best published)",
-        "dice",
-        0.963,
-        0.963,
-        "various splits of the Shenzhen set; ours: the seeded split of params split",
-        "docs/targets.md: unetflow's target, approximate; no publication is cited for it",
-    ),
-)
-COMPARISON_COLUMNS = (
-    "dataset",
-    "model",
-    "metric",
-    "ours",
-    "reference",
-    "published",
-    "test set differs",
-    "source",
-)
-
-
-def comparison_rows(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each run beside every reference of its dataset kind (ours empty where not computed)."""
-    rows = []
-    for run in summary:
-        for ref in REFERENCES:
-            if ref.kind != run["kind"]:
-                continue
-            rows.append(
-                {
-                    "dataset": run["dataset"],
-                    "model": run["model"],
-                    "metric": ref.metric,
-                    "ours": run.get(f"test_{ref.metric}"),
-                    "reference": ref.name,
-                    "published": ref.value,
-                    "test set differs": _differs(run["dataset"], ref),
-                    "source": ref.source,
-                }
-            )
-    return rows
-
-
-def _differs(dataset: str, ref: Reference) -> str:
-    """The "test set differs" mark: always yes here, with how."""
-    if dataset == ref.dataset:
-        return f"yes: {ref.test_set}"
-    return f"yes: ours on {dataset}, not {ref.dataset} (reference: {ref.test_set.split(';')[0]})"
+from unetflow.summary.references import COMPARISON_COLUMNS, comparison_rows
+from unetflow.summary.tables import markdown_table, with_n
 
 
 def summarize(summary: list[dict[str, Any]], out_csv: Path, out_md: Path) -> None:
@@ -204,7 +101,7 @@ def subgroup_sections(summary: list[dict[str, Any]]) -> list[str]:
         cells = [
             {
                 "sex": row["sex"],
-                **{f: _with_n(row[f], row[f"{f}_n"]) for f in (*FINDINGS, "all")},
+                **{f: with_n(row[f], row[f"{f}_n"]) for f in (*FINDINGS, "all")},
             }
             for row in table
         ]
@@ -222,48 +119,3 @@ def subgroup_sections(summary: list[dict[str, Any]]) -> list[str]:
             "",
         ]
     return lines
-
-
-def _with_n(value: float | None, n: int) -> str:
-    """A Table 3 cell: the mean with its image count, or – (0) for an empty group."""
-    return f"{_cell(value)} ({n})"
-
-
-#: Decimals of float cells in summary.md (default 4): distances in pixels and seconds need fewer.
-DECIMALS = {
-    "test_hd95": 2,
-    "test_assd": 2,
-    "train_seconds": 1,
-    "hd95": 2,
-    "assd": 2,
-    "Δ hd95": 2,
-    "Δ assd": 2,
-}
-
-
-def markdown_table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    """A GitHub-flavoured Markdown table; None is –, floats get :data:`DECIMALS` (default 4)."""
-    lines = [
-        "| " + " | ".join(columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
-    for row in rows:
-        cells = [_cell(row.get(column), DECIMALS.get(column, 4)) for column in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    if not rows:
-        lines.append("| " + " | ".join("–" for _ in columns) + " |")
-    return "\n".join(lines)
-
-
-def _cell(value: Any, decimals: int = 4) -> str:
-    """One Markdown cell: – for missing, `decimals` decimals (3 significant digits below
-    0.001, so 0.000353 stays readable) for floats, thousands separators for integers."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:.3g}" if 0 < abs(value) < 1e-3 else f"{value:.{decimals}f}"
-    return str(value).replace("|", "\\|")

@@ -18,7 +18,9 @@ from unetflow.evaluation.rows import SUMMARY_COLUMNS, ReportError, read_row, row
 from unetflow.evaluation.subgroups import subgroup_table
 from unetflow.model.checkpoint import save_model
 from unetflow.model.unet import MeanMask, UNet
-from unetflow.summary.summarize import REFERENCES, comparison_rows, markdown_table, summarize
+from unetflow.summary.references import REFERENCES, comparison_rows
+from unetflow.summary.summarize import summarize
+from unetflow.summary.tables import markdown_table
 
 ROOT = Path(__file__).resolve().parents[3]
 
