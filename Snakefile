@@ -13,8 +13,10 @@ report: "workflow/report/workflow.rst"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
-include: "workflow/rules/model.smk"
-include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/inference.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/summary.smk"
 include: "workflow/rules/explain.smk"
 
 

@@ -206,23 +206,28 @@ MUTATIONS = [
         r"download@\w+ cmd",
     ),
     ("dvc.yaml", "      - scripts/augment.py\n", "", r"augment@\w+ deps"),
-    ("workflow/rules/model.smk", "gpu=1,", "gpu=2,", None),  # resources are Snakemake's own
+    ("workflow/rules/training.smk", "gpu=1,", "gpu=2,", None),  # resources are Snakemake's own
     (
-        "workflow/rules/model.smk",
+        "workflow/rules/training.smk",
         '--live {params.live} "',
         '--live {params.live} --tta "',
         r"train@[\w-]+ cmd",
     ),
-    ("workflow/rules/model.smk", 'tracked("infer")', 'tracked("train")', r"infer@[\w-]+ params"),
     (
-        "workflow/rules/evaluate.smk",
+        "workflow/rules/inference.smk",
+        'tracked("infer")',
+        'tracked("train")',
+        r"infer@[\w-]+ params",
+    ),
+    (
+        "workflow/rules/evaluation.smk",
         'row="results/rows/{dataset}/{model}.json",',
         'row="results/rows/{dataset}/{model}.json",\n'
         '        extra="results/rows/{dataset}/{model}.txt",',
         r"evaluate@[\w-]+ outs",
     ),
     (
-        "workflow/rules/evaluate.smk",
+        "workflow/rules/summary.smk",
         'model=config["models"],\n        ),\n    output:',
         'model=config["models"][:1],\n        ),\n    output:',
         r"summarize deps",

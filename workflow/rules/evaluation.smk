@@ -1,5 +1,5 @@
-# Evaluation: per-image and aggregated metrics and figures, one job per dataset x model, and
-# the summary of all runs. Outputs marked report() go into `snakemake --report report.html`.
+# The evaluate stage: per-image and aggregated metrics and figures, one job per dataset x
+# model. Outputs marked report() go into `snakemake --report report.html`.
 
 
 rule evaluate:
@@ -39,35 +39,3 @@ rule evaluate:
         "--metrics {output.metrics} --per-image {output.per_image} "
         "--figures {output.figures} --subgroups {output.subgroups} "
         "--row {output.row} > {log} 2>&1"
-
-
-rule summarize:
-    input:
-        script="scripts/summarize.py",
-        code=code("summarize"),
-        rows=expand(
-            "results/rows/{dataset}/{model}.json",
-            dataset=config["datasets"],
-            model=config["models"],
-        ),
-    output:
-        csv=report(
-            "results/summary.csv",
-            caption="../report/summary.rst",
-            category="Summary",
-            labels={"table": "all runs"},
-        ),
-        md="results/summary.md",
-    log:
-        "logs/summarize.log",
-    conda:
-        "../envs/unetflow.yaml"
-    params:
-        rows=rows_dir,
-        datasets=" ".join(config["datasets"]),
-        models=" ".join(config["models"]),
-        tracked=tracked("summarize"),
-    shell:
-        "python {input.script} --params params.yaml --rows {params.rows} "
-        "--csv {output.csv} --md {output.md} "
-        "--datasets {params.datasets} --models {params.models} > {log} 2>&1"

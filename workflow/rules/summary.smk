@@ -1,0 +1,33 @@
+# The summarize stage: one job over every dataset x model run.
+
+
+rule summarize:
+    input:
+        script="scripts/summarize.py",
+        code=code("summarize"),
+        rows=expand(
+            "results/rows/{dataset}/{model}.json",
+            dataset=config["datasets"],
+            model=config["models"],
+        ),
+    output:
+        csv=report(
+            "results/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+            labels={"table": "all runs"},
+        ),
+        md="results/summary.md",
+    log:
+        "logs/summarize.log",
+    conda:
+        "../envs/unetflow.yaml"
+    params:
+        rows=rows_dir,
+        datasets=" ".join(config["datasets"]),
+        models=" ".join(config["models"]),
+        tracked=tracked("summarize"),
+    shell:
+        "python {input.script} --params params.yaml --rows {params.rows} "
+        "--csv {output.csv} --md {output.md} "
+        "--datasets {params.datasets} --models {params.models} > {log} 2>&1"
