@@ -188,7 +188,7 @@ def _build(job: Job, s: Settings, out_channels: int) -> _Parts:
 
 
 class _Trained(NamedTuple):
-    """What an epoch of training gives validation to log beside its metrics."""
+    """An epoch's training figures, logged beside its validation metrics."""
 
     loss: float  # mean over the steps
     lr: float
