@@ -68,7 +68,7 @@ import yaml
 from torch import nn
 
 from unetflow.config import ParamsError, resolve
-from unetflow.inference.infer import InferenceError
+from unetflow.inference.tiling import InferenceError
 from unetflow.io.outputs import write_text_atomic
 from unetflow.model.device import AMP_DTYPES, DeviceError, resolve_device
 from unetflow.model.unet import build_model, count_parameters
@@ -368,7 +368,7 @@ def _infer_numbers(
 ) -> dict[str, Any]:
     """Overlap-tile inference on a 512x512 image for each non-compiled configuration."""
     try:
-        from unetflow.inference.infer import predict_probability
+        from unetflow.inference.tiling import predict_probability
     except ImportError as exc:
         return {"error": f"unetflow.inference.infer unavailable: {exc}"}
     image = np.random.default_rng(opts.seed).standard_normal((INFER_IMAGE, INFER_IMAGE))

@@ -101,7 +101,7 @@ def _sync(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> None:
     """`unetflow predict`: torch is imported here only, so `unetflow --help` stays fast."""
-    from unetflow.inference.infer import predict_files
+    from unetflow.inference.predict import predict_files
 
     summary = predict_files(
         model_path=args.model,

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from unetflow.explain.network import ExplainError, full_logits
-from unetflow.inference.infer import tile_starts
+from unetflow.inference.tiling import tile_starts
 from unetflow.model.unet import evaluating
 from unetflow.training.losses import loss_value
 

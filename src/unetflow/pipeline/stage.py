@@ -37,7 +37,7 @@ LAZY_ERRORS = (
     ("unetflow.io.processed", "DataError"),
     ("unetflow.model.checkpoint", "CheckpointError"),
     ("unetflow.model.device", "DeviceError"),
-    ("unetflow.inference.infer", "InferenceError"),
+    ("unetflow.inference.tiling", "InferenceError"),
     ("unetflow.training.errors", "TrainingError"),
     ("unetflow.evaluation.rows", "ReportError"),
     ("unetflow.explain.explain", "ExplainError"),

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from unetflow.evaluation.metrics import dice, iou
-from unetflow.inference.infer import predict_probability
+from unetflow.inference.tiling import predict_probability
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import save_model
 from unetflow.model.device import DeviceError, amp_dtype, resolve_device

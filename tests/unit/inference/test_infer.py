@@ -28,12 +28,12 @@ from torch import nn
 
 from unetflow.config import load_params
 from unetflow.config.geometry import output_size, valid_input_sizes
-from unetflow.inference.infer import (
+from unetflow.inference.infer import infer_dataset
+from unetflow.inference.tiling import (
     InferenceError,
     blend_window,
     dihedral,
     dihedral_inverse,
-    infer_dataset,
     predict_probability,
     tile_starts,
 )

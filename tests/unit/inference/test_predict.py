@@ -15,7 +15,7 @@ from skimage import io as skio
 from skimage.color import rgb2gray
 
 from unetflow.cli import main
-from unetflow.inference.infer import predict_probability
+from unetflow.inference.tiling import predict_probability
 from unetflow.io.images import read_float_tiff, read_gray
 from unetflow.model.checkpoint import save_model
 from unetflow.model.unet import MeanMask, UNet

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from unetflow.inference.infer import predict_probability
+from unetflow.inference.tiling import predict_probability
 from unetflow.model.checkpoint import load_model
 from unetflow.model.unet import UNet
 from unetflow.training.trainer import train

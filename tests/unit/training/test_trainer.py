@@ -14,7 +14,7 @@ import pytest
 from unetflow.data.em import preprocess_em
 from unetflow.data.synthetic import generate_synth_em
 from unetflow.evaluation.metrics import dice, iou
-from unetflow.inference.infer import predict_probability
+from unetflow.inference.tiling import predict_probability
 from unetflow.io.images import ImageError, read_float_tiff, read_gray, write_float_tiff
 from unetflow.model.checkpoint import load_model
 from unetflow.model.unet import MeanMask, UNet
