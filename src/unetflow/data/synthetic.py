@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -138,13 +139,22 @@ def _edge_distance(edge: np.ndarray, reach: int) -> np.ndarray:
     return np.sqrt(out)
 
 
-def _em_stack(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One correlated stack of EM-like slices (uint8) and their labels (0 membrane, 255 cell)."""
-    grid = size + 2 * _EM_PAD
-    seeds, velocity = _em_seeds(rng, n, grid)
-    n_seeds = len(seeds)
-    cell_offset = rng.normal(0.0, 12.0, n_seeds + 1).astype(np.float32)
-    # Organelles (mitochondria-like) ride with their cell and exist for a few slices.
+class _Organelles(NamedTuple):
+    """Mitochondria-like ellipsoids, one entry per organelle, each riding with one cell."""
+
+    seed: np.ndarray  # index of the cell (seed) it lies in
+    r: np.ndarray  # offset from the cell's seed: distance (px) ...
+    phi: np.ndarray  # ... and direction
+    z: np.ndarray  # centre along the stack (slices)
+    zh: np.ndarray  # half-extent along the stack (slices)
+    a: np.ndarray  # semi-axes at its centre slice (px)
+    b: np.ndarray
+    theta: np.ndarray  # orientation in the slice
+    val: np.ndarray  # grey value inside
+
+
+def _em_organelles(rng: np.random.Generator, n: int, n_seeds: int) -> _Organelles:
+    """Draw the organelles of an n-slice stack; each exists for a few slices only."""
     n_org = int(n_seeds * (n + 6) / 8)
     org_seed = rng.integers(0, n_seeds, n_org)
     org_r = rng.uniform(0.0, 10.0, n_org)
@@ -155,7 +165,120 @@ def _em_stack(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, 
     org_b = org_a * rng.uniform(0.45, 0.85, n_org)
     org_theta = rng.uniform(0.0, np.pi, n_org)
     org_val = rng.uniform(75.0, 115.0, n_org)
+    return _Organelles(org_seed, org_r, org_phi, org_z, org_zh, org_a, org_b, org_theta, org_val)
 
+
+def _em_cells(
+    pos: np.ndarray, grid: int, shift: np.ndarray, yy: np.ndarray, xx: np.ndarray
+) -> np.ndarray:
+    """Cell label (seed index + 1) of every pixel of a slice: the Voronoi tessellation of the
+    seeds at `pos`, sampled through the smooth warp `shift` (dy, dx) so that its straight
+    edges bend into membrane-like curves."""
+    inside = np.all((pos >= 0) & (pos <= grid - 1), axis=1)
+    seed_img = np.zeros((grid, grid), np.int32)
+    ij = np.rint(pos[inside]).astype(int)
+    seed_img[ij[:, 0], ij[:, 1]] = np.flatnonzero(inside) + 1
+    near = ndi.distance_transform_edt(seed_img == 0, return_distances=False, return_indices=True)
+    voronoi = seed_img[near[0], near[1]]
+    dy, dx = shift
+    wy = np.clip(np.rint(yy + dy).astype(np.int32) + _EM_PAD, 0, grid - 1)
+    wx = np.clip(np.rint(xx + dx).astype(np.int32) + _EM_PAD, 0, grid - 1)
+    return voronoi[wy, wx]
+
+
+def _cell_edges(cells: np.ndarray) -> np.ndarray:
+    """True on both pixels of every pair of 4-neighbours that lie in different cells."""
+    edge = np.zeros(cells.shape, bool)
+    dh = cells[:, 1:] != cells[:, :-1]
+    dv = cells[1:, :] != cells[:-1, :]
+    edge[:, 1:] |= dh
+    edge[:, :-1] |= dh
+    edge[1:, :] |= dv
+    edge[:-1, :] |= dv
+    return edge
+
+
+def _em_cytoplasm(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Cytoplasm grain plus vesicles (small dark dots, half of them in clusters), blurred
+    together in one pass; zero-mean, float32."""
+    n_dots = size * size // 250
+    grain = rng.standard_normal((size, size), dtype=np.float32) * np.float32(40.0)
+    centre = rng.integers(0, size, (n_dots // 40 + 1, 2))
+    spread = centre[rng.integers(0, len(centre), n_dots // 2)] + rng.normal(0, 10, (n_dots // 2, 2))
+    where = np.concatenate([spread.astype(int), rng.integers(0, size, (n_dots - n_dots // 2, 2))])
+    where = where[np.all((where >= 0) & (where < size), axis=1)]
+    grain[where[:, 0], where[:, 1]] -= rng.uniform(0.4, 1.0, len(where)) * _EM_VESICLE
+    return ndi.gaussian_filter(grain, 1.4)
+
+
+def _add_organelles(
+    img: np.ndarray,
+    org: _Organelles,
+    t: int,
+    pos: np.ndarray,
+    cells: np.ndarray,
+    dist: np.ndarray,
+    half_width: np.ndarray,
+    yy: np.ndarray,
+    xx: np.ndarray,
+) -> None:
+    """Paint, in place, the cross-sections of the organelles that slice t cuts: each one
+    only where it falls well inside its own cell, clear of the membrane."""
+    size = img.shape[0]
+    for k in np.flatnonzero(np.abs(t - org.z) < org.zh):
+        scale = np.sqrt(1.0 - ((t - org.z[k]) / org.zh[k]) ** 2)
+        a, b = org.a[k] * scale, org.b[k] * scale
+        if b < 1.5:
+            continue
+        cy = pos[org.seed[k], 0] - _EM_PAD + org.r[k] * np.sin(org.phi[k])
+        cx = pos[org.seed[k], 1] - _EM_PAD + org.r[k] * np.cos(org.phi[k])
+        ci, cj = int(round(cy)), int(round(cx))
+        if not (0 <= ci < size and 0 <= cj < size):
+            continue
+        if cells[ci, cj] != org.seed[k] + 1 or dist[ci, cj] < _EM_REACH:
+            continue
+        r = int(np.ceil(a)) + 1
+        i0, i1 = max(ci - r, 0), min(ci + r + 1, size)
+        j0, j1 = max(cj - r, 0), min(cj + r + 1, size)
+        oy, ox = yy[i0:i1, j0:j1] - cy, xx[i0:i1, j0:j1] - cx
+        c, s = np.cos(org.theta[k]), np.sin(org.theta[k])
+        q = ((ox * c + oy * s) / a) ** 2 + ((oy * c - ox * s) / b) ** 2
+        alpha = np.clip((1.0 - q) * 3.0, 0.0, 1.0)
+        alpha *= (cells[i0:i1, j0:j1] == org.seed[k] + 1) & (
+            dist[i0:i1, j0:j1] > half_width[i0:i1, j0:j1] + 1.0
+        )
+        rim = 25.0 * np.clip(2.0 * q - 1.0, 0.0, 1.0)  # darker outer membrane
+        patch = img[i0:i1, j0:j1]
+        inner = org.val[k] + 0.5 * (patch - 150.0) - rim
+        img[i0:i1, j0:j1] = patch + (inner - patch) * alpha
+
+
+def _em_exposure(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    dist: np.ndarray,
+    half_width: np.ndarray,
+    dark_f: np.ndarray,
+) -> np.ndarray:
+    """Draw the membranes (dark, with a soft edge and a darkness that varies along them),
+    then blur and add shot-like noise; the finished uint8 slice."""
+    size = img.shape[0]
+    mem_val = np.clip(85.0 + 15.0 * dark_f, 50.0, 125.0)
+    soft = np.clip(half_width + 0.7 - dist, 0.0, 1.0)
+    img += (mem_val - img) * soft
+    img = ndi.gaussian_filter(img, 0.9)
+    img += rng.standard_normal((size, size), dtype=np.float32) * (
+        np.sqrt(np.clip(img, 1.0, None)) + 4.0
+    )
+    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+
+
+def _em_stack(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One correlated stack of EM-like slices (uint8) and their labels (0 membrane, 255 cell)."""
+    grid = size + 2 * _EM_PAD
+    seeds, velocity = _em_seeds(rng, n, grid)
+    cell_offset = rng.normal(0.0, 12.0, len(seeds) + 1).astype(np.float32)
+    org = _em_organelles(rng, n, len(seeds))
     # Along the stack: a warp at two scales (2 fields each), and membrane half-width,
     # membrane darkness and uneven staining of the cytoplasm (3 fields).
     warp = _SmoothFields(rng, n, size, count=2, scale=40.0, z_sigma=3.0)
@@ -163,91 +286,20 @@ def _em_stack(rng: np.random.Generator, n: int, size: int) -> tuple[np.ndarray, 
     fields = _SmoothFields(rng, n, size, count=3, scale=20.0, z_sigma=2.0)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     t_mid = (n - 1) / 2
-    n_dots = size * size // 250
 
     images = np.empty((n, size, size), np.uint8)
     labels = np.empty((n, size, size), np.uint8)
     for t in range(n):
         pos = seeds + velocity * (t - t_mid)
-        inside = np.all((pos >= 0) & (pos <= grid - 1), axis=1)
-        seed_img = np.zeros((grid, grid), np.int32)
-        ij = np.rint(pos[inside]).astype(int)
-        seed_img[ij[:, 0], ij[:, 1]] = np.flatnonzero(inside) + 1
-        near = ndi.distance_transform_edt(
-            seed_img == 0, return_distances=False, return_indices=True
-        )
-        voronoi = seed_img[near[0], near[1]]
-        # A smooth warp bends the straight Voronoi edges into membrane-like curves.
-        dy, dx = warp(t) * 5.0 + wiggle(t) * 1.5
-        wy = np.clip(np.rint(yy + dy).astype(np.int32) + _EM_PAD, 0, grid - 1)
-        wx = np.clip(np.rint(xx + dx).astype(np.int32) + _EM_PAD, 0, grid - 1)
-        cells = voronoi[wy, wx]
-
-        edge = np.zeros((size, size), bool)
-        dh = cells[:, 1:] != cells[:, :-1]
-        dv = cells[1:, :] != cells[:-1, :]
-        edge[:, 1:] |= dh
-        edge[:, :-1] |= dh
-        edge[1:, :] |= dv
-        edge[:-1, :] |= dv
-        dist = _edge_distance(edge, _EM_REACH)
+        cells = _em_cells(pos, grid, warp(t) * 5.0 + wiggle(t) * 1.5, yy, xx)
+        dist = _edge_distance(_cell_edges(cells), _EM_REACH)
         width_f, dark_f, stain_f = fields(t)
         half_width = np.clip(_EM_HALF_WIDTH + 1.0 * width_f, 0.5, _EM_REACH - 2.0)
-        membrane = dist <= half_width
-
-        # Cytoplasm grain plus vesicles (small dark dots, half of them in clusters),
-        # blurred together in one pass.
-        grain = rng.standard_normal((size, size), dtype=np.float32) * np.float32(40.0)
-        centre = rng.integers(0, size, (n_dots // 40 + 1, 2))
-        spread = centre[rng.integers(0, len(centre), n_dots // 2)] + rng.normal(
-            0, 10, (n_dots // 2, 2)
-        )
-        where = np.concatenate(
-            [spread.astype(int), rng.integers(0, size, (n_dots - n_dots // 2, 2))]
-        )
-        where = where[np.all((where >= 0) & (where < size), axis=1)]
-        grain[where[:, 0], where[:, 1]] -= rng.uniform(0.4, 1.0, len(where)) * _EM_VESICLE
-        img = ndi.gaussian_filter(grain, 1.4)
+        img = _em_cytoplasm(rng, size)
         img += 150.0 + cell_offset[cells] + 8.5 * stain_f
-
-        for k in np.flatnonzero(np.abs(t - org_z) < org_zh):
-            scale = np.sqrt(1.0 - ((t - org_z[k]) / org_zh[k]) ** 2)
-            a, b = org_a[k] * scale, org_b[k] * scale
-            if b < 1.5:
-                continue
-            cy = pos[org_seed[k], 0] - _EM_PAD + org_r[k] * np.sin(org_phi[k])
-            cx = pos[org_seed[k], 1] - _EM_PAD + org_r[k] * np.cos(org_phi[k])
-            ci, cj = int(round(cy)), int(round(cx))
-            if not (0 <= ci < size and 0 <= cj < size):
-                continue
-            if cells[ci, cj] != org_seed[k] + 1 or dist[ci, cj] < _EM_REACH:
-                continue
-            r = int(np.ceil(a)) + 1
-            i0, i1 = max(ci - r, 0), min(ci + r + 1, size)
-            j0, j1 = max(cj - r, 0), min(cj + r + 1, size)
-            oy, ox = yy[i0:i1, j0:j1] - cy, xx[i0:i1, j0:j1] - cx
-            c, s = np.cos(org_theta[k]), np.sin(org_theta[k])
-            q = ((ox * c + oy * s) / a) ** 2 + ((oy * c - ox * s) / b) ** 2
-            alpha = np.clip((1.0 - q) * 3.0, 0.0, 1.0)
-            alpha *= (cells[i0:i1, j0:j1] == org_seed[k] + 1) & (
-                dist[i0:i1, j0:j1] > half_width[i0:i1, j0:j1] + 1.0
-            )
-            rim = 25.0 * np.clip(2.0 * q - 1.0, 0.0, 1.0)  # darker outer membrane
-            patch = img[i0:i1, j0:j1]
-            inner = org_val[k] + 0.5 * (patch - 150.0) - rim
-            img[i0:i1, j0:j1] = patch + (inner - patch) * alpha
-
-        # Membranes: dark, with a soft edge and a darkness that varies along them.
-        mem_val = np.clip(85.0 + 15.0 * dark_f, 50.0, 125.0)
-        soft = np.clip(half_width + 0.7 - dist, 0.0, 1.0)
-        img += (mem_val - img) * soft
-
-        img = ndi.gaussian_filter(img, 0.9)
-        img += rng.standard_normal((size, size), dtype=np.float32) * (
-            np.sqrt(np.clip(img, 1.0, None)) + 4.0
-        )
-        images[t] = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-        labels[t] = np.where(membrane, 0, 255).astype(np.uint8)
+        _add_organelles(img, org, t, pos, cells, dist, half_width, yy, xx)
+        images[t] = _em_exposure(rng, img, dist, half_width, dark_f)
+        labels[t] = np.where(dist <= half_width, 0, 255).astype(np.uint8)
     return images, labels
 
 
