@@ -410,31 +410,45 @@ def _findings(rng: np.random.Generator, lesions: list[tuple[int, str]]) -> str:
     return str(text)
 
 
-def _cxr_image(
-    rng: np.random.Generator, size: int, abnormal: bool
-) -> tuple[np.ndarray, np.ndarray, str]:
-    """One chest X-ray (uint8), its lung mask (0/255) and its findings text."""
-    px = size / 512.0
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+class _Chest(NamedTuple):
+    """The anatomy of one synthetic chest: soft masks (1 inside) and where the lungs sit."""
 
-    # Thorax, with the mediastinum (spine and great vessels) and the heart brighter.
-    tcx = size * (0.5 + rng.normal(0, 0.015))
-    top = size * rng.uniform(0.03, 0.1)
-    trx, try_ = size * rng.uniform(0.42, 0.48), size * rng.uniform(0.55, 0.65)
-    thorax = _soft_ellipse(yy, xx, top + try_, tcx, try_, trx, 10 * px, rng.uniform(2.3, 3.0))
-    gap = size * rng.uniform(0.035, 0.06)  # half the width of the mediastinum
-    mediastinum = np.clip(1.2 - np.abs(xx - tcx) / (1.1 * gap), 0.0, 1.0)
+    tcx: float  # the midline (column of the thorax centre)
+    thorax: np.ndarray
+    mediastinum: np.ndarray  # spine and great vessels
+    heart: np.ndarray
+    lungs_geo: dict[int, tuple[float, float, float, float]]  # side -> (cy, cx, ry, rx)
 
-    # Lung fields: each its own size and position; the heart cuts into the left lung.
+
+def _lung_geometry(
+    rng: np.random.Generator, size: int, top: float, tcx: float, trx: float, gap: float
+) -> dict[int, tuple[float, float, float, float]]:
+    """Centre and radii (cy, cx, ry, rx) of each lung field, each its own size and position,
+    keyed by side: -1 is image left, the patient's right lung."""
     apex = top + size * rng.uniform(0.07, 0.12)
     lungs_geo = {}
-    for side in (-1, 1):  # -1: image left = the patient's right lung
+    for side in (-1, 1):
         rx = size * rng.uniform(0.15, 0.19)
         rx = min(rx, (trx * 0.92 - gap) / 2)
         ry = size * rng.uniform(0.25, 0.31)
         cx = tcx + side * (gap + rx * rng.uniform(0.85, 1.0))
         cy = apex + ry + size * rng.normal(0, 0.01)
         lungs_geo[side] = (cy, cx, ry, rx)
+    return lungs_geo
+
+
+def _chest(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int, px: float
+) -> _Chest:
+    """Draw the thorax, the mediastinum, the lung fields and the heart, which sits low on
+    the image-right side and so cuts into the patient's left lung."""
+    tcx = size * (0.5 + rng.normal(0, 0.015))
+    top = size * rng.uniform(0.03, 0.1)
+    trx, try_ = size * rng.uniform(0.42, 0.48), size * rng.uniform(0.55, 0.65)
+    thorax = _soft_ellipse(yy, xx, top + try_, tcx, try_, trx, 10 * px, rng.uniform(2.3, 3.0))
+    gap = size * rng.uniform(0.035, 0.06)  # half the width of the mediastinum
+    mediastinum = np.clip(1.2 - np.abs(xx - tcx) / (1.1 * gap), 0.0, 1.0)
+    lungs_geo = _lung_geometry(rng, size, top, tcx, trx, gap)
     base = lungs_geo[1][0] + lungs_geo[1][2]
     hry, hrx = size * rng.uniform(0.09, 0.12), size * rng.uniform(0.13, 0.17)
     heart = _soft_ellipse(
@@ -446,9 +460,18 @@ def _cxr_image(
         hrx,
         5 * px,
     )
+    return _Chest(tcx, thorax, mediastinum, heart, lungs_geo)
+
+
+def _lung_mask(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, chest: _Chest
+) -> np.ndarray:
+    """The boolean lung mask: each lung field, inside the thorax and outside the heart, kept
+    as one piece."""
+    size = yy.shape[0]
     mask = np.zeros((size, size), bool)
-    room = (heart < 0.5) & (thorax >= 1.0)
-    for side, (cy, cx, ry, rx) in lungs_geo.items():
+    room = (chest.heart < 0.5) & (chest.thorax >= 1.0)
+    for side, (cy, cx, ry, rx) in chest.lungs_geo.items():
         i0, i1 = max(int(cy - ry * 1.3), 0), min(int(cy + ry * 1.3) + 1, size)
         j0, j1 = max(int(cx - rx * 1.5), 0), min(int(cx + rx * 1.5) + 1, size)
         box = (slice(i0, i1), slice(j0, j1))
@@ -457,51 +480,102 @@ def _cxr_image(
         if count > 1:  # the heart may cut off a sliver: keep the lung itself, one piece
             lung = parts == 1 + np.argmax(np.bincount(parts.ravel())[1:])
         mask[box] |= lung
-    lungs = ndi.gaussian_filter(mask.astype(np.float32), 2.5 * px)
+    return mask
 
+
+def _cxr_densities(
+    rng: np.random.Generator, chest: _Chest, lungs: np.ndarray, size: int, px: float
+) -> np.ndarray:
+    """The grey levels before ribs and lesions: background, soft tissue, the brighter
+    mediastinum and heart, and the darker lungs with their vessel texture."""
     background = rng.uniform(5, 30)
     soft_tissue = rng.uniform(150, 185)
-    img = background + (soft_tissue - background) * thorax
-    img += thorax * (rng.uniform(15, 30) * mediastinum + rng.uniform(15, 30) * heart)
+    img = background + (soft_tissue - background) * chest.thorax
+    img += chest.thorax * (
+        rng.uniform(15, 30) * chest.mediastinum + rng.uniform(15, 30) * chest.heart
+    )
     img -= rng.uniform(50, 80) * lungs
     vessels = ndi.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 3 * px)
     img += vessels * (50.0 * px) * lungs
+    return img
 
-    # Ribs: periodic bright bands, bending down laterally, strongest over the lungs.
-    dx = np.abs(xx - tcx)
+
+def _add_ribs(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    chest: _Chest,
+    lungs: np.ndarray,
+) -> None:
+    """Add, in place, the ribs: periodic bright bands, bending down laterally, strongest
+    over the lungs."""
+    size = img.shape[0]
+    dx = np.abs(xx - chest.tcx)
     phase = (yy - rng.uniform(0.8, 1.4) * dx**2 / size - rng.uniform(-0.1, 0.15) * dx) / (
         size * rng.uniform(0.055, 0.075)
     )
     ribs = ((1 + np.cos(2 * np.pi * (phase + rng.uniform(0, 1)))) / 2) ** 8
-    img += rng.uniform(15, 30) * ribs * (0.25 + 0.75 * lungs) * thorax
+    img += rng.uniform(15, 30) * ribs * (0.25 + 0.75 * lungs) * chest.thorax
 
-    findings = "normal"
-    if abnormal:
-        lesions = []
-        rows, cols = np.nonzero(mask)
-        upper = np.flatnonzero(rows < np.percentile(rows, 45))  # TB favours the upper fields
-        mottle = ndi.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 2 * px)
-        mottle = 0.6 + 0.4 * np.clip(mottle * (3 * px) + 0.5, 0, 1)
-        for _ in range(int(rng.integers(1, 5))):
-            k = int(
-                upper[rng.integers(len(upper))] if rng.random() < 0.7 else rng.integers(len(rows))
-            )
-            r, c = float(rows[k]), float(cols[k])
-            sy, sx = size * rng.uniform(0.015, 0.05, 2)
-            i0, i1 = max(int(r - 3 * sy), 0), min(int(r + 3 * sy) + 1, size)
-            j0, j1 = max(int(c - 3 * sx), 0), min(int(c + 3 * sx) + 1, size)
-            box = (slice(i0, i1), slice(j0, j1))
-            blob = np.exp(-0.5 * (((yy[box] - r) / sy) ** 2 + ((xx[box] - c) / sx) ** 2))
-            img[box] += rng.uniform(25, 55) * blob * mottle[box] * lungs[box]
-            side = -1 if c < tcx else 1
-            lesions.append((side, "upper" if r < lungs_geo[side][0] else "lower"))
-        findings = _findings(rng, lesions)
 
+def _add_lesions(
+    rng: np.random.Generator,
+    img: np.ndarray,
+    yy: np.ndarray,
+    xx: np.ndarray,
+    chest: _Chest,
+    mask: np.ndarray,
+    lungs: np.ndarray,
+    px: float,
+) -> str:
+    """Add, in place, one to four mottled TB-like opacities inside the lungs, mostly in the
+    upper fields; return the findings text that reads them."""
+    size = img.shape[0]
+    lesions = []
+    rows, cols = np.nonzero(mask)
+    upper = np.flatnonzero(rows < np.percentile(rows, 45))  # TB favours the upper fields
+    mottle = ndi.gaussian_filter(rng.standard_normal((size, size), dtype=np.float32), 2 * px)
+    mottle = 0.6 + 0.4 * np.clip(mottle * (3 * px) + 0.5, 0, 1)
+    for _ in range(int(rng.integers(1, 5))):
+        k = int(upper[rng.integers(len(upper))] if rng.random() < 0.7 else rng.integers(len(rows)))
+        r, c = float(rows[k]), float(cols[k])
+        sy, sx = size * rng.uniform(0.015, 0.05, 2)
+        i0, i1 = max(int(r - 3 * sy), 0), min(int(r + 3 * sy) + 1, size)
+        j0, j1 = max(int(c - 3 * sx), 0), min(int(c + 3 * sx) + 1, size)
+        box = (slice(i0, i1), slice(j0, j1))
+        blob = np.exp(-0.5 * (((yy[box] - r) / sy) ** 2 + ((xx[box] - c) / sx) ** 2))
+        img[box] += rng.uniform(25, 55) * blob * mottle[box] * lungs[box]
+        side = -1 if c < chest.tcx else 1
+        lesions.append((side, "upper" if r < chest.lungs_geo[side][0] else "lower"))
+    return _findings(rng, lesions)
+
+
+def _cxr_exposure(rng: np.random.Generator, img: np.ndarray, px: float) -> np.ndarray:
+    """Blur, noise and a random film gamma: the finished uint8 radiograph."""
+    size = img.shape[0]
     img = ndi.gaussian_filter(img, 1.2 * px)
     img += rng.standard_normal((size, size), dtype=np.float32) * rng.uniform(3, 6)
     image = np.clip(np.rint(img), 0, 255).astype(np.uint8)
     gamma = np.round(255.0 * (np.arange(256) / 255.0) ** rng.uniform(0.85, 1.15))
-    return gamma.astype(np.uint8)[image], np.where(mask, 255, 0).astype(np.uint8), findings
+    return gamma.astype(np.uint8)[image]
+
+
+def _cxr_image(
+    rng: np.random.Generator, size: int, abnormal: bool
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """One chest X-ray (uint8), its lung mask (0/255) and its findings text."""
+    px = size / 512.0
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    chest = _chest(rng, yy, xx, size, px)
+    mask = _lung_mask(rng, yy, xx, chest)
+    lungs = ndi.gaussian_filter(mask.astype(np.float32), 2.5 * px)
+    img = _cxr_densities(rng, chest, lungs, size, px)
+    _add_ribs(rng, img, yy, xx, chest, lungs)
+    findings = "normal"
+    if abnormal:
+        findings = _add_lesions(rng, img, yy, xx, chest, mask, lungs, px)
+    return _cxr_exposure(rng, img, px), np.where(mask, 255, 0).astype(np.uint8), findings
 
 
 def generate_synth_cxr(out: Path, *, n_images: int, n_unmasked: int, size: int, seed: int) -> None:
