@@ -277,75 +277,124 @@ def fetch_manifest(
         log.info("%s: %s already holds all %d verified files", dataset, out, len(expected))
         return
 
-    mirror_url = mirror_dir = None
-    if mirror:
-        scheme = urllib.parse.urlsplit(mirror).scheme.lower()
-        if scheme in ("http", "https"):
-            mirror_url = mirror.rstrip("/")
-        elif "://" in mirror:
-            raise DownloadError(f"{MIRROR_ENV}={mirror}: expected a folder or an http(s):// URL")
-        else:
-            mirror_dir = Path(mirror).expanduser()
-            if not mirror_dir.is_dir():
-                raise DownloadError(
-                    f"mirror folder {mirror_dir} does not exist ({MIRROR_ENV}={mirror}); "
-                    f"it should hold {dataset}/<path> for every file of {manifest}"
-                )
-            if not (mirror_dir / dataset).is_dir():
-                raise DownloadError(
-                    f"mirror folder {mirror_dir} has no {dataset}/ folder "
-                    f"({MIRROR_ENV}={mirror}); expected e.g. "
-                    f"{mirror_dir / dataset / entries[0].path}"
-                )
-
-    where_from = mirror_url or mirror_dir or "the manifest URLs"
-    total = None  # unknown over HTTP; a mirror folder tells its sizes up front
-    if mirror_dir is not None:
-        sources = [mirror_dir / dataset / entry.path for entry in entries]
-        total = sum(path.stat().st_size for path in sources if path.is_file())
+    mirror_url, mirror_dir = _mirror_location(dataset, manifest, mirror, entries[0].path)
+    source = _Source(dataset, mirror, mirror_url, mirror_dir, timeout_s, retries, backoff_s)
+    total = source.total_bytes(entries)
     bar = progress(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=dataset)
     try:
         with staged_dir(out) as work:
-            for index, entry in enumerate(entries, start=1):
-                dest = work / entry.path
-                if entry.path in reusable:
-                    origin = str(out / entry.path)
-                    actual = _copy_file(out / entry.path, dest, bar)
-                elif mirror_dir is not None:
-                    origin = str(mirror_dir / dataset / entry.path)
-                    if not Path(origin).is_file():
-                        raise DownloadError(
-                            f"{dataset}: {entry.path} is missing from the mirror: looked for "
-                            f"{origin} ({MIRROR_ENV}={mirror})"
-                        )
-                    actual = _copy_file(Path(origin), dest, bar)
-                else:
-                    if mirror_url is not None:
-                        quoted = urllib.parse.quote(f"{dataset}/{entry.path}")
-                        origin = f"{mirror_url}/{quoted}"
-                    else:
-                        origin = entry.url
-                    actual = _fetch_url(
-                        dataset,
-                        entry,
-                        origin,
-                        dest,
-                        bar,
-                        mirror=mirror,
-                        timeout_s=timeout_s,
-                        retries=retries,
-                        backoff_s=backoff_s,
-                    )
-                if actual != entry.sha256:
-                    raise DownloadError(
-                        f"{dataset}: checksum mismatch for {entry.path} (from {origin}): "
-                        f"expected sha256 {entry.sha256}, got {actual}"
-                    )
-                bar.set_postfix_str(f"{index}/{len(entries)} files", refresh=False)
+            _fetch_entries(source, entries, out, reusable, work, bar)
             _write_sums(work, expected)
     finally:
         bar.close()
-    log.info("%s: %d files verified into %s from %s", dataset, len(entries), out, where_from)
+    log.info("%s: %d files verified into %s from %s", dataset, len(entries), out, source.where)
+
+
+def _mirror_location(
+    dataset: str, manifest: Path, mirror: str | None, example: str
+) -> tuple[str | None, Path | None]:
+    """Read `mirror` as (http(s) URL without its trailing slash, None) or (None, folder);
+    (None, None) when it is unset. A folder must exist and hold `<dataset>/`, so a wrong
+    setting fails before anything is fetched, with a message that names `example`."""
+    if not mirror:
+        return None, None
+    scheme = urllib.parse.urlsplit(mirror).scheme.lower()
+    if scheme in ("http", "https"):
+        return mirror.rstrip("/"), None
+    if "://" in mirror:
+        raise DownloadError(f"{MIRROR_ENV}={mirror}: expected a folder or an http(s):// URL")
+    mirror_dir = Path(mirror).expanduser()
+    if not mirror_dir.is_dir():
+        raise DownloadError(
+            f"mirror folder {mirror_dir} does not exist ({MIRROR_ENV}={mirror}); "
+            f"it should hold {dataset}/<path> for every file of {manifest}"
+        )
+    if not (mirror_dir / dataset).is_dir():
+        raise DownloadError(
+            f"mirror folder {mirror_dir} has no {dataset}/ folder "
+            f"({MIRROR_ENV}={mirror}); expected e.g. "
+            f"{mirror_dir / dataset / example}"
+        )
+    return None, mirror_dir
+
+
+@dataclass(frozen=True)
+class _Source:
+    """Where the files of a manifest come from when `out` does not hold them already: a
+    mirror folder, a mirror URL or, with neither, each entry's own URL."""
+
+    dataset: str
+    mirror: str | None  # the UNETFLOW_MIRROR setting as given, for messages
+    mirror_url: str | None
+    mirror_dir: Path | None
+    timeout_s: float
+    retries: int
+    backoff_s: float
+
+    @property
+    def where(self) -> str | Path:
+        """The source as the closing log record names it."""
+        return self.mirror_url or self.mirror_dir or "the manifest URLs"
+
+    def total_bytes(self, entries: list[ManifestEntry]) -> int | None:
+        """The bytes to fetch: unknown over HTTP; a mirror folder tells its sizes up front."""
+        if self.mirror_dir is None:
+            return None
+        sources = [self.mirror_dir / self.dataset / entry.path for entry in entries]
+        return sum(path.stat().st_size for path in sources if path.is_file())
+
+    def fetch(self, entry: ManifestEntry, dest: Path, bar: Any) -> tuple[str, str]:
+        """Copy or download `entry` to `dest`; return where it came from and its sha256."""
+        if self.mirror_dir is not None:
+            origin = str(self.mirror_dir / self.dataset / entry.path)
+            if not Path(origin).is_file():
+                raise DownloadError(
+                    f"{self.dataset}: {entry.path} is missing from the mirror: looked for "
+                    f"{origin} ({MIRROR_ENV}={self.mirror})"
+                )
+            return origin, _copy_file(Path(origin), dest, bar)
+        if self.mirror_url is not None:
+            quoted = urllib.parse.quote(f"{self.dataset}/{entry.path}")
+            origin = f"{self.mirror_url}/{quoted}"
+        else:
+            origin = entry.url
+        actual = _fetch_url(
+            self.dataset,
+            entry,
+            origin,
+            dest,
+            bar,
+            mirror=self.mirror,
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            backoff_s=self.backoff_s,
+        )
+        return origin, actual
+
+
+def _fetch_entries(
+    source: _Source,
+    entries: list[ManifestEntry],
+    out: Path,
+    reusable: set[str],
+    work: Path,
+    bar: Any,
+) -> None:
+    """Bring every entry into the staging folder `work`, copying those that already verify
+    in `out` and fetching the rest from `source`, and check each one's sha256."""
+    for index, entry in enumerate(entries, start=1):
+        dest = work / entry.path
+        if entry.path in reusable:
+            origin = str(out / entry.path)
+            actual = _copy_file(out / entry.path, dest, bar)
+        else:
+            origin, actual = source.fetch(entry, dest, bar)
+        if actual != entry.sha256:
+            raise DownloadError(
+                f"{source.dataset}: checksum mismatch for {entry.path} (from {origin}): "
+                f"expected sha256 {entry.sha256}, got {actual}"
+            )
+        bar.set_postfix_str(f"{index}/{len(entries)} files", refresh=False)
 
 
 def _fetch_url(
