@@ -2,7 +2,7 @@
 
 A stage job gets the params its dvc.yaml stage tracks (`tracked_keys`), as resolved for its
 preset: `job_params` returns those keys and nothing else, so a key whose change would not
-re-run the stage is not there to read. Snakemake's rules track the same keys (`engines`).
+re-run the stage is not there to read. Snakemake's rules track the same keys (`contract`).
 
 This module imports no stage logic: it is part of every stage's code deps.
 """

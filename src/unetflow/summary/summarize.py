@@ -5,7 +5,7 @@ published references.
 :data:`SUMMARY_COLUMNS`: the run's names and preset, the test-set headline metrics of its
 ``metrics.json`` (empty where a metric does not apply, such as V_Rand for CXR, or where the
 test split is empty), the training time, parameter count and device from its ``model.pt``.
-The evaluate stage writes each run's row (``evaluation.summary_row``, ``rows.write_row``)
+The evaluate stage writes each run's row (``evaluate.summary_row``, ``rows.write_row``)
 to ``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
 ``summary.md`` shows the same table and a second one that pairs each run with
 every reference (``references.yaml``) for its dataset kind, with the source and whether the
