@@ -7,14 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import ParamsError, describe, load_params
-from unetflow.pipeline.stage import run_stage
+from unetflow.pipeline.stage import OneLineParser, run_stage
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The `unetflow` console command; user errors print one line and exit with status 1."""
-    parser = argparse.ArgumentParser(
-        prog="unetflow", description="unetflow: a reproducible U-Net workflow."
-    )
+    parser = OneLineParser(prog="unetflow", description="unetflow: a reproducible U-Net workflow.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
         "predict",
@@ -75,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config.set_defaults(handler=_config)
     args = parser.parse_args(argv)
     if args.command == "sync" and args.to == "snakemake" and args.config:
-        parser.error("--config goes with --to dvc: DVC's selection is params.yaml's")
+        sync.error("--config goes with --to dvc: DVC's selection is params.yaml's")
     run_stage(lambda _argv: args.handler(args))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from unetflow.inference.tiling import (
+    InferenceError,
     check_settings,
     predict_probability,
     to_mask,
@@ -106,9 +107,7 @@ def predict_files(
     torch_device = resolve_device(device)
     check_settings(overlap=overlap, blend=blend, batch_size=batch_size, amp=amp)
     model, meta = load_model(model_path, torch_device)
-    output = Path(output)
-    (output / "masks").mkdir(parents=True, exist_ok=True)
-    (output / "probabilities").mkdir(parents=True, exist_ok=True)
+    output = _output_folder(Path(output))
     started = time.perf_counter()
     for path in progress(files, desc="predict", unit="image"):
         raw = read_gray(path)
@@ -130,3 +129,17 @@ def predict_files(
         with atomic_file(output / "masks" / f"{path.stem}.png") as tmp:
             write_png(tmp, to_mask(prob, threshold))
     return {"images": len(files), "seconds": time.perf_counter() - started, "output": str(output)}
+
+
+def _output_folder(output: Path) -> Path:
+    """`output` with its masks/ and probabilities/ folders made; an InferenceError when a file
+    is in the way."""
+    for folder in (output / "masks", output / "probabilities"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as exc:
+            blocker = next(p for p in (folder, *folder.parents) if p.exists() and not p.is_dir())
+            raise InferenceError(
+                f"--output {output}: {blocker} is a file; expected a folder (made if missing)"
+            ) from exc
+    return output

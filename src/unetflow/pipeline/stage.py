@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -63,9 +63,19 @@ def run_stage(main: Callable[[Sequence[str] | None], Any]) -> None:
         sys.exit(1)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one `error:` line and exit status 1, like every
+    other user error (argparse prints its usage and exits 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: <prog>: <message> (see <prog> --help)` and exit 1."""
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(1)
+
+
 def stage_parser(description: str | None) -> argparse.ArgumentParser:
     """An argument parser with the options every stage takes: --params and --dataset."""
-    parser = argparse.ArgumentParser(description=description)
+    parser = OneLineParser(description=description)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
     parser.add_argument("--dataset", required=True, help="a name under dataset_defs")
     return parser

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -244,3 +245,54 @@ def test_user_errors_exit_1_and_name_the_culprit(
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and named in err, err
+
+
+def test_an_output_path_that_is_a_file_is_one_error_line(tmp_path: Path, capsys) -> None:
+    unet_checkpoint(tmp_path / "model.pt")
+    odd_images(tmp_path / "in")
+    blocker = tmp_path / "taken.txt"
+    blocker.write_text("not a folder\n")
+    for output in (blocker, blocker / "below"):
+        args = ["--model", str(tmp_path / "model.pt"), "--input", str(tmp_path / "in")]
+        with pytest.raises(SystemExit) as exit_info:
+            main(["predict", *args, "--output", str(output)])
+        assert exit_info.value.code == 1
+        assert capsys.readouterr().err == (
+            f"error: --output {output}: {blocker} is a file; expected a folder (made if missing)\n"
+        )
+    assert blocker.read_text() == "not a folder\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "error: unetflow: the following arguments are required: COMMAND"),
+        (["bogus"], "error: unetflow: argument COMMAND: invalid choice: 'bogus'"),
+        (["predict"], "error: unetflow predict: the following arguments are required: --model"),
+        (
+            ["predict", "--model", "m", "--input", "i", "--output", "o", "--threshold", "abc"],
+            "error: unetflow predict: argument --threshold: invalid float value: 'abc'",
+        ),
+        (["predict", "--nope"], "error: unetflow predict: the following arguments are required"),
+        (["sync"], "error: unetflow sync: the following arguments are required: --to"),
+        (["sync", "--to", "git"], "error: unetflow sync: argument --to: invalid choice: 'git'"),
+        (["sync", "--to", "snakemake", "--config", "preset=quick"], "error: unetflow sync: "),
+        (["config", "list"], "error: unetflow config: argument action: invalid choice: 'list'"),
+    ],
+)
+def test_argument_errors_are_one_error_line_and_exit_1(args, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1 and "usage:" not in err, err
+    assert err.rstrip().endswith("--help)")
+
+
+def test_help_lists_every_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("predict", "sync", "config"):
+        assert re.search(rf"^\s+{command}\s+\S", out, re.M), out

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -72,3 +75,17 @@ def test_a_job_says_which_of_its_base_values_the_preset_replaces(tmp_path, capsy
     assert all("unet_modern" not in note for note in notes)  # only what this job reads
     job_params(PARAMS, "train", preset="full", dataset="isbi2012", model="unet_paper")
     assert capsys.readouterr().out == ""  # full shadows nothing
+
+
+def test_a_stage_script_argument_error_is_one_error_line():
+    proc = subprocess.run(
+        [sys.executable, "scripts/train.py", "--params", "params.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "error: train.py: the following arguments are required: --dataset, --preset, --model, "
+        "--processed, --augmented, --model-out, --live, --checkpoints (see train.py --help)\n"
+    )
