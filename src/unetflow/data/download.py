@@ -124,12 +124,9 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
 
 
 def sha256_file(path: Path) -> str:
-    """The hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
+    """The hex sha256 of a file (:func:`hashlib.file_digest`, which reads it in chunks)."""
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _write_sums(folder: Path, sums: Mapping[str, str]) -> None:
