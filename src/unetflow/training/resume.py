@@ -28,7 +28,7 @@ from unetflow.training.schedules import LrSchedule
 log = logging.getLogger(__name__)
 
 LAST = "last.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the schedule is its torch scheduler's state_dict
 
 
 def _no_best() -> dict[str, Any]:
@@ -107,7 +107,7 @@ def restore(
     optimizer.load_state_dict(state["optimizer"])
     if scaler is not None and state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    schedule.state = dict(state["schedule"])
+    schedule.load_state_dict(state["schedule"])
     progress = Progress(
         epochs=int(state["epoch"]),
         history=list(state["history"]),
@@ -144,7 +144,7 @@ def write_resume(
         "model": cpu_copy(net.state_dict()),
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else {},
-        "schedule": dict(schedule.state),
+        "schedule": schedule.state_dict(),
         "best": progress.best,
         "since_best": progress.since_best,
         "history": progress.history,

@@ -4,6 +4,14 @@ Schedules are set per epoch: ``constant``; ``cosine`` from ``lr`` to ``min_lr``;
 (``lr * (1 - epoch/epochs) ** poly_power``, floored at ``min_lr``); ``plateau`` (lr times
 ``plateau_factor`` once ``plateau_patience`` epochs pass without a better ``select`` metric,
 not below ``min_lr``).
+
+``plateau`` is torch's ``ReduceLROnPlateau``, set to count as the recipe says: torch reduces
+once its count of epochs without improvement *exceeds* its patience, so it gets
+``plateau_patience - 1``; ``threshold=0`` (torch's default, 1e-4 relative, would not count a
+smaller improvement as one), no cooldown, and ``eps=0`` (the default, 1e-8, would stop
+reductions below ~1e-8 when ``min_lr`` is 0). An exact tie is not an improvement; any strictly
+better value is. It never raises the lr (a recipe with ``lr`` below ``min_lr`` keeps its lr),
+and a NaN value is never an improvement, not even the first one.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from unetflow.training.settings import Settings
 
@@ -26,40 +35,67 @@ def better(value: float, best: float | None, maximise: bool) -> bool:
     return value > best if maximise else value < best
 
 
-class LrSchedule:
-    """Per-epoch learning rate: constant, cosine, poly or plateau (stateful).
+def _plateau(s: Settings, optimizer: torch.optim.Optimizer, maximise: bool) -> ReduceLROnPlateau:
+    """torch's plateau schedule, reducing at the `plateau_patience`-th epoch without a strictly
+    better value (see the module's docstring)."""
+    return ReduceLROnPlateau(
+        optimizer,
+        mode="max" if maximise else "min",
+        factor=s.plateau_factor,
+        patience=s.plateau_patience - 1,
+        threshold=0.0,
+        threshold_mode="abs",
+        cooldown=0,
+        min_lr=s.min_lr,
+        eps=0.0,
+    )
 
-    ``state`` (the plateau's lr, best value and epochs without improvement) is what a resume
-    checkpoint keeps.
+
+class LrSchedule:
+    """The learning rate of `optimizer`, epoch by epoch: constant, cosine, poly or plateau.
+
+    Per epoch the trainer calls `start_epoch` before training and `end_epoch` after
+    validation; `state_dict` is what a resume checkpoint keeps (``{}`` for the schedules that
+    are a formula of the epoch).
     """
 
-    def __init__(self, s: Settings, maximise: bool) -> None:
-        self.s, self.maximise = s, maximise
-        self.state: dict[str, Any] = {"lr": s.lr, "best": None, "bad": 0}
+    def __init__(self, s: Settings, optimizer: torch.optim.Optimizer, maximise: bool) -> None:
+        self.s, self.optimizer, self.maximise = s, optimizer, maximise
+        self.scheduler = _plateau(s, optimizer, maximise) if s.schedule == "plateau" else None
 
-    def lr(self, epoch: int) -> float:
-        """The learning rate of `epoch` (0-based)."""
+    def _formula(self, epoch: int) -> float:
+        """The lr of `epoch` (0-based) of the schedules that are a formula of the epoch."""
         s = self.s
         fraction = epoch / s.epochs
         if s.schedule == "cosine":
             return s.min_lr + (s.lr - s.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
         if s.schedule == "poly":
             return max(s.min_lr, s.lr * (1.0 - fraction) ** s.poly_power)
-        if s.schedule == "plateau":
-            return float(self.state["lr"])
         return s.lr
 
-    def observe(self, value: float) -> None:
-        """After validation: count epochs without improvement; reduce lr after the patience."""
-        if self.s.schedule != "plateau":
-            return
-        if better(value, self.state["best"], self.maximise):
-            self.state["best"], self.state["bad"] = value, 0
-            return
-        self.state["bad"] += 1
-        if self.state["bad"] >= self.s.plateau_patience:
-            self.state["lr"] = max(self.s.min_lr, self.state["lr"] * self.s.plateau_factor)
-            self.state["bad"] = 0
+    def start_epoch(self, epoch: int) -> float:
+        """Set the optimizer's lr for `epoch` (0-based); that lr."""
+        if self.scheduler is None:
+            lr = self._formula(epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def end_epoch(self, value: float) -> None:
+        """After validation, with the epoch's `select` value: step the scheduler to the next
+        epoch's lr (plateau: count the epoch, or reset the count, and reduce after the
+        patience)."""
+        if isinstance(self.scheduler, ReduceLROnPlateau):
+            self.scheduler.step(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state, for the resume checkpoint."""
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict` (after the optimizer's state, which holds the lr)."""
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state)
 
 
 def build_optimizer(s: Settings, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:

@@ -181,7 +181,7 @@ def _build(job: Job, s: Settings, out_channels: int) -> _Parts:
         net = net.to(memory_format=torch.channels_last)
     forward = torch.compile(net) if s.compile else net
     optimizer = build_optimizer(s, net.parameters())
-    schedule = LrSchedule(s, maximise=s.select != "loss")
+    schedule = LrSchedule(s, optimizer, maximise=s.select != "loss")
     dtype = amp_dtype(device, s.amp)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return _Parts(net, forward, tile, out, out_channels, optimizer, schedule, dtype, scaler)
@@ -318,9 +318,7 @@ class Trainer:
     def train_epoch(self, epoch: int) -> _Trained:
         """`steps` optimizer steps at the schedule's lr for `epoch`."""
         s = self.s
-        lr = self.parts.schedule.lr(epoch)
-        for group in self.parts.optimizer.param_groups:
-            group["lr"] = lr
+        lr = self.parts.schedule.start_epoch(epoch)
         self.parts.net.train()
         started = time.perf_counter()
         losses: list[float] = []
@@ -407,7 +405,7 @@ class Trainer:
             p.since_best = 0
         else:
             p.since_best += 1
-        schedule.observe(value)
+        schedule.end_epoch(value)
         p.stopped_early = s.early_stop > 0 and p.since_best >= s.early_stop
         return p.stopped_early
 

@@ -5,18 +5,28 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from unetflow.training.schedules import LrSchedule, better
+
+NAN = float("nan")
+
+
+def _lrs(settings, values: list[float], maximise: bool = True) -> list[float]:
+    """The lr of each epoch, driven as the trainer drives it, `values` its validation values."""
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+    schedule, out = LrSchedule(settings, optimizer, maximise=maximise), []
+    for epoch, value in enumerate(values):
+        out.append(schedule.start_epoch(epoch))
+        optimizer.step()
+        schedule.end_epoch(value)
+    return out
 
 
 def test_schedules(unet_settings):
     def lrs(schedule: str, values: list[float] | None = None, **extra) -> list[float]:
         s = unet_settings(lr=1.0, min_lr=0.01, epochs=4, schedule=schedule, **extra)
-        sched, out = LrSchedule(s, maximise=True), []
-        for epoch in range(len(values or [0] * 4)):
-            out.append(sched.lr(epoch))
-            sched.observe(values[epoch] if values else 0.0)
-        return out
+        return _lrs(s, values or [0.0] * 4)
 
     assert lrs("constant") == [1.0] * 4
     assert lrs("cosine") == pytest.approx(
@@ -27,6 +37,58 @@ def test_schedules(unet_settings):
         "plateau", [0.5, 0.6, 0.6, 0.6, 0.7, 0.1, 0.1], plateau_patience=2, plateau_factor=0.1
     )
     assert got == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+
+
+def test_poly_is_floored_at_min_lr(unet_settings):
+    s = unet_settings(lr=0.01, min_lr=0.001, epochs=20, schedule="poly", poly_power=2.0)
+    got = _lrs(s, [0.0] * 20)
+    assert got[13] == pytest.approx(0.01 * (7 / 20) ** 2) and got[14:] == [0.001] * 6
+
+
+def test_plateau_counts_ties_and_tiny_improvements_as_recipes_say(unet_settings):
+    # patience 2: the lr drops at the 2nd epoch in a row without a strictly better value;
+    # an exact tie is no improvement, one of 1e-7 (below torch's default threshold) is one
+    s = unet_settings(
+        lr=1.0, min_lr=0.01, schedule="plateau", plateau_patience=2, plateau_factor=0.1
+    )
+    values = [0.5, 0.6, 0.6, 0.6, 0.6000001, 0.6000001, 0.6000001, 0.7]
+    assert _lrs(s, values) == [1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.1 * 0.1]
+    # minimising (val loss): the same counts
+    assert _lrs(s, [-v for v in values], maximise=False) == _lrs(s, values)
+
+
+def test_plateau_reduces_down_to_min_lr_and_below_1e8_when_min_lr_is_0(unet_settings):
+    plateau = {"schedule": "plateau", "lr": 0.01, "plateau_patience": 1}
+    floored = unet_settings(**plateau, min_lr=1e-5, plateau_factor=0.1)
+    # the first value is the best so far; every later one is an epoch without improvement
+    assert _lrs(floored, [1.0] * 7) == pytest.approx([0.01, 0.01, 1e-3, 1e-4, 1e-5, 1e-5, 1e-5])
+    got = _lrs(unet_settings(**plateau, min_lr=0.0, plateau_factor=0.01), [1.0] * 9)
+    assert got == pytest.approx([0.01] + [10.0**-e for e in range(2, 17, 2)], rel=1e-9)
+
+
+def test_plateau_state_resumes_to_the_uninterrupted_lrs(unet_settings):
+    s = unet_settings(lr=0.01, min_lr=1e-5, schedule="plateau", plateau_patience=2)
+    assert s.plateau_factor == 0.5
+    values = [0.5, 0.4, 0.4, 0.6, 0.6, NAN, 0.6, 0.6, 0.7]
+    full = _lrs(s, values)
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.lr)
+    schedule = LrSchedule(s, optimizer, maximise=True)
+    for epoch in range(5):
+        schedule.start_epoch(epoch)
+        optimizer.step()
+        schedule.end_epoch(values[epoch])
+    saved = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
+    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.lr)
+    resumed = LrSchedule(s, fresh, maximise=True)
+    fresh.load_state_dict(saved["optimizer"])
+    resumed.load_state_dict(saved["schedule"])
+    rest = []
+    for epoch in range(5, 9):
+        rest.append(resumed.start_epoch(epoch))
+        fresh.step()
+        resumed.end_epoch(values[epoch])
+    assert full[5:] == rest and full[-1] < full[0]
 
 
 def test_better_counts_none_and_nan_as_worst():
