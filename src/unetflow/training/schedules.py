@@ -5,6 +5,15 @@ Schedules are set per epoch: ``constant``; ``cosine`` from ``lr`` to ``min_lr``;
 ``plateau_factor`` once ``plateau_patience`` epochs pass without a better ``select`` metric,
 not below ``min_lr``).
 
+``cosine`` is torch's ``CosineAnnealingLR`` (``T_max=epochs``, ``eta_min=min_lr``). It steps
+the curve recursively, so its lrs differ from the closed formula in the last bits (within
+1e-13 relative); the resume checkpoint keeps the scheduler's state and the optimizer's lr, so
+a resumed run goes on with the lrs of an uninterrupted one.
+
+``poly`` stays a formula of ours: torch's ``PolynomialLR`` has no floor (its lr goes below
+``min_lr`` wherever ``lr * (1 - epoch/epochs) ** poly_power`` does: 8.5e-6 instead of 1e-5 in
+the last of 200 epochs from 1e-3): it takes no floor.
+
 ``plateau`` is torch's ``ReduceLROnPlateau``, set to count as the recipe says: torch reduces
 once its count of epochs without improvement *exceeds* its patience, so it gets
 ``plateau_patience - 1``; ``threshold=0`` (torch's default, 1e-4 relative, would not count a
@@ -21,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.optim.lr_scheduler import CosineAnnealingLR, LRScheduler, ReduceLROnPlateau
 
 from unetflow.training.settings import Settings
 
@@ -51,6 +60,15 @@ def _plateau(s: Settings, optimizer: torch.optim.Optimizer, maximise: bool) -> R
     )
 
 
+def _scheduler(s: Settings, optimizer: torch.optim.Optimizer, maximise: bool) -> LRScheduler | None:
+    """torch's scheduler of the recipe's schedule; None for constant and poly."""
+    if s.schedule == "plateau":
+        return _plateau(s, optimizer, maximise)
+    if s.schedule == "cosine":
+        return CosineAnnealingLR(optimizer, T_max=s.epochs, eta_min=s.min_lr)
+    return None
+
+
 class LrSchedule:
     """The learning rate of `optimizer`, epoch by epoch: constant, cosine, poly or plateau.
 
@@ -61,16 +79,13 @@ class LrSchedule:
 
     def __init__(self, s: Settings, optimizer: torch.optim.Optimizer, maximise: bool) -> None:
         self.s, self.optimizer, self.maximise = s, optimizer, maximise
-        self.scheduler = _plateau(s, optimizer, maximise) if s.schedule == "plateau" else None
+        self.scheduler = _scheduler(s, optimizer, maximise)
 
     def _formula(self, epoch: int) -> float:
         """The lr of `epoch` (0-based) of the schedules that are a formula of the epoch."""
         s = self.s
-        fraction = epoch / s.epochs
-        if s.schedule == "cosine":
-            return s.min_lr + (s.lr - s.min_lr) * 0.5 * (1.0 + math.cos(math.pi * fraction))
         if s.schedule == "poly":
-            return max(s.min_lr, s.lr * (1.0 - fraction) ** s.poly_power)
+            return max(s.min_lr, s.lr * (1.0 - epoch / s.epochs) ** s.poly_power)
         return s.lr
 
     def start_epoch(self, epoch: int) -> float:
@@ -83,10 +98,12 @@ class LrSchedule:
 
     def end_epoch(self, value: float) -> None:
         """After validation, with the epoch's `select` value: step the scheduler to the next
-        epoch's lr (plateau: count the epoch, or reset the count, and reduce after the
-        patience)."""
+        epoch's lr (cosine: one step along the curve; plateau: count the epoch, or reset the
+        count, and reduce after the patience)."""
         if isinstance(self.scheduler, ReduceLROnPlateau):
             self.scheduler.step(value)
+        elif self.scheduler is not None:
+            self.scheduler.step()
 
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state, for the resume checkpoint."""

@@ -395,7 +395,7 @@ class Trainer:
         )
 
     def keep_best(self, epoch: int, metrics: dict[str, float]) -> bool:
-        """Keep the weights of the best `select` value so far, tell the plateau schedule, and
+        """Keep the weights of the best `select` value so far, end the schedule's epoch, and
         say whether to stop early (`early_stop` epochs without a better value)."""
         s, p, schedule = self.s, self.progress, self.parts.schedule
         value = metrics[f"val/{s.select}"]

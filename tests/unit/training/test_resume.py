@@ -16,7 +16,7 @@ import torch
 from unetflow.model.unet import UNet
 from unetflow.training.resume import CHECKPOINT_FORMAT, fingerprint, read_resume
 from unetflow.training.settings import SPEED_ONLY_KEYS
-from unetflow.training.trainer import Job, train
+from unetflow.training.trainer import Job, Trainer, train
 
 RUNNER = """
 import json, sys
@@ -69,6 +69,32 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         assert tsv(out / "dvclive", name) == tsv(full / "dvclive", name), name
     assert [r[0] for r in tsv(out / "dvclive", "img_per_s")] == ["step", "0", "1", "2"]
     assert not (out / "checkpoints").exists()
+
+
+def test_cosine_resumes_on_the_uninterrupted_lrs(
+    em, tmp_path, monkeypatch, run_kwargs, same_weights, tsv
+):
+    # torch's cosine steps recursively: at 2e-3 -> 1e-5 over 12 epochs its lr of epochs 3, 7,
+    # 10 and 11 differs from the closed formula in the last bits; a run that stops after
+    # epoch 3 must go on with the recursion's lrs, not the formula's
+    recipe = {"lr": 0.002, "min_lr": 1e-5, "epochs": 12, "steps_per_epoch": 1}
+    train(**run_kwargs(em, tmp_path / "full", **recipe))
+
+    out = tmp_path / "stopped"
+    train_epoch = Trainer.train_epoch
+
+    def crash_in_epoch_4(self, epoch):
+        if epoch == 3:
+            raise RuntimeError("power cut")
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", crash_in_epoch_4)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(**run_kwargs(em, out, **recipe))
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    assert train(**run_kwargs(em, out, **recipe))["resumed_after_epoch"] == 3
+    assert tsv(out / "dvclive", "lr") == tsv(tmp_path / "full" / "dvclive", "lr")
+    assert same_weights(tmp_path / "full" / "model.pt", out / "model.pt")
 
 
 def test_checkpoint_of_other_settings_is_not_resumed(

@@ -12,11 +12,21 @@ from unetflow.training.schedules import LrSchedule, better
 NAN = float("nan")
 
 
-def _lrs(settings, values: list[float], maximise: bool = True) -> list[float]:
-    """The lr of each epoch, driven as the trainer drives it, `values` its validation values."""
+def _lrs(
+    settings, values: list[float], maximise: bool = True, resume_after: int | None = None
+) -> list[float]:
+    """The lr of each epoch, driven as the trainer drives it, `values` its validation values;
+    after `resume_after` epochs, a fresh optimizer and schedule go on from their state dicts
+    as a resumed run does."""
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
     schedule, out = LrSchedule(settings, optimizer, maximise=maximise), []
     for epoch, value in enumerate(values):
+        if epoch == resume_after:
+            saved = optimizer.state_dict(), schedule.state_dict()
+            optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=settings.lr)
+            schedule = LrSchedule(settings, optimizer, maximise=maximise)
+            optimizer.load_state_dict(saved[0])
+            schedule.load_state_dict(saved[1])
         out.append(schedule.start_epoch(epoch))
         optimizer.step()
         schedule.end_epoch(value)
@@ -37,6 +47,20 @@ def test_schedules(unet_settings):
         "plateau", [0.5, 0.6, 0.6, 0.6, 0.7, 0.1, 0.1], plateau_patience=2, plateau_factor=0.1
     )
     assert got == pytest.approx([1.0, 1.0, 1.0, 1.0, 0.1, 0.1, 0.1])
+
+
+def test_cosine_follows_the_closed_formula_to_float_rounding(unet_settings):
+    # unet_modern's full recipe: torch steps the curve recursively, within ~1e-14 of the formula
+    s = unet_settings(lr=0.002, min_lr=1e-5, epochs=60, schedule="cosine")
+    got = _lrs(s, [0.0] * 60)
+    formula = [1e-5 + (0.002 - 1e-5) * (1 + math.cos(math.pi * e / 60)) / 2 for e in range(60)]
+    assert got == pytest.approx(formula, rel=1e-13, abs=0.0) and got[0] == 0.002
+
+
+def test_cosine_state_resumes_to_the_uninterrupted_lrs(unet_settings):
+    # epoch 3's lr is one the recursion and the formula round differently
+    s = unet_settings(lr=0.002, min_lr=1e-5, epochs=12, schedule="cosine")
+    assert _lrs(s, [0.0] * 12, resume_after=3) == _lrs(s, [0.0] * 12)
 
 
 def test_poly_is_floored_at_min_lr(unet_settings):
@@ -71,24 +95,9 @@ def test_plateau_state_resumes_to_the_uninterrupted_lrs(unet_settings):
     assert s.plateau_factor == 0.5
     values = [0.5, 0.4, 0.4, 0.6, 0.6, NAN, 0.6, 0.6, 0.7]
     full = _lrs(s, values)
-
-    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.lr)
-    schedule = LrSchedule(s, optimizer, maximise=True)
-    for epoch in range(5):
-        schedule.start_epoch(epoch)
-        optimizer.step()
-        schedule.end_epoch(values[epoch])
-    saved = {"optimizer": optimizer.state_dict(), "schedule": schedule.state_dict()}
-    fresh = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=s.lr)
-    resumed = LrSchedule(s, fresh, maximise=True)
-    fresh.load_state_dict(saved["optimizer"])
-    resumed.load_state_dict(saved["schedule"])
-    rest = []
-    for epoch in range(5, 9):
-        rest.append(resumed.start_epoch(epoch))
-        fresh.step()
-        resumed.end_epoch(values[epoch])
-    assert full[5:] == rest and full[-1] < full[0]
+    assert full == [0.01] * 3 + [0.005] * 3 + [0.0025] * 2 + [0.00125]
+    # stopped with one epoch without improvement counted
+    assert _lrs(s, values, resume_after=5) == full
 
 
 def test_better_counts_none_and_nan_as_worst():
