@@ -5,6 +5,14 @@ fetched from those URLs or from a mirror named by ``UNETFLOW_MIRROR`` (a folder 
 URL holding ``<dataset>/<path>``), and each one is checked against its sha256 whichever way it
 arrives. Output folders are assembled with :func:`unetflow.io.outputs.staged_dir`, so a failed
 download never leaves anything at ``out`` that a later stage could take as complete.
+
+The HTTP layer is urllib, not pooch (checked against pooch 1.9): pooch retries every
+``requests`` error, 404 and a checksum mismatch included (here a 404 or a mismatch fails at
+once), waits a fixed 1, 2, ... 10 s between tries (not ``download.backoff_s`` doubling), sets
+its progress bar's total to each file's size (here one bar counts the whole dataset and takes
+a failed try's bytes back) and reads no folder mirror; its failures surface as requests'
+exceptions, not as the messages here that name download.timeout_s, a truncated body's byte
+counts, the 5xx status or the mirror that could not be reached.
 """
 
 from __future__ import annotations
