@@ -47,6 +47,11 @@ def stratified_split(
     augmenting-path search completes the allocation whenever the greedy pass gets stuck
     (a bipartite b-matching between strata and splits). The members of each stratum are
     then shuffled with the seed and dealt to the splits in order.
+
+    ``scipy.sparse.csgraph.maximum_flow`` could complete the table too, but it picks other
+    paths: on random tables that need the completion it gives a different (valid) split in
+    a third to a half of them, and a changed split changes every later result. The Shenzhen
+    table (566 images, 2000 seeds) and synthetic CXR ones (1800 tries) never needed it.
     """
     if len(ids) != len(strata):
         raise ValueError(f"{len(ids)} ids but {len(strata)} strata; expected one per id")
