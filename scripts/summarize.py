@@ -1,25 +1,26 @@
 """summarize stage: results/summary.csv and results/summary.md, one row per dataset x model
-(the rows the evaluate stage wrote) and our numbers beside the published references."""
+(the rows the evaluate stage wrote) and our numbers beside the published references, and
+metrics.json, the headline of every run that DVC shows."""
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import check_params, load_params, schema_for
 from unetflow.evaluation.rows import read_row, row_path
-from unetflow.pipeline.stage import run_stage
+from unetflow.pipeline.stage import OneLineParser, run_stage
 from unetflow.summary.summarize import summarize
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Parse arguments and summarise every run of the selected datasets x models."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = OneLineParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
     parser.add_argument("--rows", type=Path, required=True, help="results/rows")
     parser.add_argument("--csv", type=Path, required=True, help="summary.csv to write")
     parser.add_argument("--md", type=Path, required=True, help="summary.md to write")
+    parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--datasets", nargs="+", help="the selection (default: params.yaml's)")
     parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
     args = parser.parse_args(argv)
@@ -34,8 +35,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_params(params, schema_for(args.params), source=source)
     runs = [(d, m) for d in params["datasets"] for m in params["models"]]
     rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
-    summarize(rows, args.csv, args.md)
-    print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}")
+    summarize(rows, args.csv, args.md, args.metrics)
+    print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}, {args.metrics}")
 
 
 if __name__ == "__main__":

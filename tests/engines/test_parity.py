@@ -272,8 +272,8 @@ CONTRACT_MUTATIONS = [
     ),
     (
         "dvc.yaml",
-        "      - dataset_defs.${item.dataset}.kind\n    metrics:",
-        "      - dataset_defs.${item.dataset}.kind\n      - model_defs\n    metrics:",
+        "      - dataset_defs.${item.dataset}.kind\n    outs:",
+        "      - dataset_defs.${item.dataset}.kind\n      - model_defs\n    outs:",
         r"evaluate params: model_defs is not the job's own entry",
     ),
     (

@@ -72,16 +72,24 @@ def preset_entry(project: Path, defs: str, name: str, value: dict) -> Iterator[N
         path.write_text(original)
 
 
-def metric_files(project: Path) -> set[str]:
+def dvc_stages(project: Path) -> set[str]:
+    """The stages DVC defines for params.yaml's selection."""
+    return set(run(["dvc", "stage", "list", "--name-only"], project).stdout.split())
+
+
+def shown_runs(project: Path) -> set[str]:
+    """The <dataset>/<model> runs in the metrics DVC shows (the summarize stage's file)."""
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    return {f for workspace in shown.values() for f in workspace.get("data", {})}
+    (workspace,) = shown.values()
+    view = workspace["data"]["metrics.json"]["data"]
+    return {f"{dataset}/{model}" for dataset, models in view.items() for model in models}
 
 
 def test_sync_to_dvc_records_the_selection_snakemake_ran(project):
     before = (project / "params.yaml").read_text()
     model = project / "results/synth_cxr/unet_modern/model.pt"
     stamp = model.stat().st_mtime_ns
-    assert not any("synth_cxr" in f for f in metric_files(project))  # DVC: params.yaml's only
+    assert not any("synth_cxr" in s for s in dvc_stages(project))  # DVC: params.yaml's only
     out = run(["unetflow", "sync", "--to", "dvc", "--config", SELECTION], project)
     assert "params.yaml now selects {'datasets': ['synth_em', 'synth_cxr']}" in out.stdout
     after = (project / "params.yaml").read_text()
@@ -89,9 +97,8 @@ def test_sync_to_dvc_records_the_selection_snakemake_ran(project):
     changed = [line for line in after.splitlines() if line not in before.splitlines()]
     assert changed == ["- synth_cxr"]  # the rest of the file is left as it was
     assert model.stat().st_mtime_ns == stamp  # committed without rewriting the file
-    assert {f"results/{d}/{m}/metrics.json" for d in DATASETS for m in MODELS} <= metric_files(
-        project
-    )
+    assert {f"evaluate@{d}-{m}" for d in DATASETS for m in MODELS} <= dvc_stages(project)
+    assert shown_runs(project) == {f"{d}/{m}" for d in DATASETS for m in MODELS}
     assert dvc_changed(project) == set()
     assert planned_jobs(project) == set()
 

@@ -18,6 +18,7 @@ rule summarize:
             labels={"table": "all runs"},
         ),
         md="results/summary.md",
+        metrics="metrics.json",
     log:
         "logs/summarize.log",
     conda:
@@ -29,5 +30,5 @@ rule summarize:
         tracked=tracked("summarize"),
     shell:
         "python {input.script} --params params.yaml --rows {params.rows} "
-        "--csv {output.csv} --md {output.md} "
+        "--csv {output.csv} --md {output.md} --metrics {output.metrics} "
         "--datasets {params.datasets} --models {params.models} > {log} 2>&1"

@@ -14,6 +14,7 @@ test sets differ (they always do here; the column says how).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,30 @@ from unetflow.io.outputs import write_text_atomic
 from unetflow.summary.references import COMPARISON_COLUMNS, comparison_rows
 from unetflow.summary.tables import markdown_table, with_n
 
+#: What DVC shows of each run (metrics.json, the pipeline's declared metrics): two test means,
+#: so that `dvc exp show --only-changed` of a few runs fits a terminal. Dice for both kinds,
+#: V_Rand (the ISBI challenge's score) for EM and HD95 (the boundary error) for lungs; every
+#: other number is in results/<dataset>/<model>/metrics.json and summary.csv.
+DVC_VIEW = {"em": ("dice", "vrand"), "cxr": ("dice", "hd95")}
 
-def summarize(summary: list[dict[str, Any]], out_csv: Path, out_md: Path) -> None:
-    """Write summary.csv and summary.md for the summary rows `summary`, in that order."""
+
+def dvc_view(summary: list[dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json: ``{dataset: {model: {metric: test mean}}}`` of :data:`DVC_VIEW`."""
+    view: dict[str, Any] = {}
+    for run in summary:
+        names = DVC_VIEW.get(run["kind"], ("dice",))
+        scores = {name: run.get(f"test_{name}") for name in names}
+        view.setdefault(run["dataset"], {})[run["model"]] = {
+            name: value for name, value in scores.items() if value is not None
+        }
+    return view
+
+
+def summarize(
+    summary: list[dict[str, Any]], out_csv: Path, out_md: Path, out_metrics: Path | None = None
+) -> None:
+    """Write summary.csv, summary.md and (given `out_metrics`) metrics.json for the summary
+    rows `summary`, in that order."""
     table = pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
     table["parameters"] = table["parameters"].astype("Int64")
     table["n_test"] = table["n_test"].astype("Int64")
@@ -54,6 +76,8 @@ def summarize(summary: list[dict[str, Any]], out_csv: Path, out_md: Path) -> Non
     ]
     write_text_atomic(Path(out_csv), table.to_csv(index=False))
     write_text_atomic(Path(out_md), "\n".join(md))
+    if out_metrics is not None:
+        write_text_atomic(Path(out_metrics), json.dumps(dvc_view(summary), indent=2) + "\n")
 
 
 BASELINE = "baseline_mean"

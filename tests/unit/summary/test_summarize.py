@@ -96,7 +96,13 @@ def test_summary_rows_and_markdown(tmp_path):
         write_row(path, row)
         assert read_row(path) == row
     assert row_path(tmp_path, "synth_em", "unet_modern") == tmp_path / "synth_em/unet_modern.json"
-    summarize(rows, out_csv, out_md)
+    out_metrics = tmp_path / "metrics.json"
+    summarize(rows, out_csv, out_md, out_metrics)
+    # what DVC shows: two test means per run, keyed dataset.model
+    assert json.loads(out_metrics.read_text()) == {
+        "synth_em": {"unet_modern": {k: EM_METRICS["test"][k] for k in ("dice", "vrand")}},
+        "synth_cxr": {"baseline_mean": {k: CXR_METRICS["test"][k] for k in ("dice", "hd95")}},
+    }
 
     table = pd.read_csv(out_csv)
     assert list(table.columns) == list(SUMMARY_COLUMNS)
@@ -268,7 +274,8 @@ def test_summarize_script_takes_snakemakes_selection_over_params(tmp_path):
     def summarize_script(*extra: str) -> subprocess.CompletedProcess[str]:
         command = [sys.executable, str(ROOT / "scripts" / "summarize.py"), "--params"]
         command += [str(tmp_path / "params.yaml"), "--rows", str(rows_dir), "--csv"]
-        command += [str(tmp_path / "s.csv"), "--md", str(tmp_path / "s.md"), *extra]
+        command += [str(tmp_path / "s.csv"), "--md", str(tmp_path / "s.md")]
+        command += ["--metrics", str(tmp_path / "m.json"), *extra]
         return subprocess.run(command, capture_output=True, text=True, check=False)
 
     missing = summarize_script()  # params.yaml's own selection
