@@ -1,6 +1,6 @@
 """Synthetic stand-ins for the ISBI 2012 EM stack and the Shenzhen chest X-rays.
 
-Both generators write the raw layout of the real dataset (README, "Where the data comes from"),
+Both generators write the raw layout of the real dataset (docs/usage.md, "Data sources"),
 so every later stage runs unchanged with no network and no mirror. The images are built
 to be a real, if easier, segmentation problem: the targets are only partly visible through
 texture, distractors (organelles, ribs, opacities), blur and noise. Output is a pure

@@ -9,7 +9,7 @@ second-nearest cell, where cells are the 4-connected components of the foregroun
 cell interiors) and a pixel inside a cell is at distance 0 from it. The border term is large
 on the thin background ridges separating two touching cells and vanishes far from them; with
 ``where="background"`` it is added to background (membrane) pixels only, a common reading of
-the paper (see the README's ambiguities).
+the paper (docs/design.md, "The paper's ambiguities").
 
 Distances are computed per cell in its bounding box grown by the distance beyond which the
 border term is below 1e-8 · w0 (about 6.1 σ), so the map is exact to that tolerance while

@@ -464,7 +464,7 @@ def test_unet_delft_geometry_pads_512_to_one_700_tile_and_crops_back() -> None:
     """unet_delft as params.yaml defines it: a 512² slice is one 700² mirror-padded tile.
 
     A depth-4 valid U-Net maps 700 px to 516 (700 = 16·36 + 124, output 16·36 − 60); the 514
-    the TU Delft write-up names is not an output size of this architecture (README).
+    the TU Delft write-up names is not an output size of this architecture (docs/design.md).
     """
     cfg = load_params(ROOT / "params.yaml")["model_defs"]["unet_delft"]
     assert (cfg["tile"], cfg["padding"], cfg["up"], cfg["depth"]) == (700, "valid", "upsample", 4)
