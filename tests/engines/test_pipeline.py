@@ -174,8 +174,10 @@ def test_sync_to_dvc_adopts_a_snakemake_run(engines):
     project = engines["snakemake"]
     run(["unetflow", "sync", "--to", "dvc"], project)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
-    files = {f for workspace in shown.values() for f in workspace["data"]}
-    assert {f"results/{d}/{m}/metrics.json" for d in DATASETS for m in MODELS} <= files
+    (workspace,) = shown.values()
+    assert set(workspace["data"]) == {"metrics.json"}  # the view DVC shows: summarize's file
+    view = workspace["data"]["metrics.json"]["data"]
+    assert {(d, m) for d in view for m in view[d]} == {(d, m) for d in DATASETS for m in MODELS}
     status = run(["dvc", "status"], project)
     assert "Data and pipelines are up to date" in status.stdout, status.stdout
     assert run(["dvc", "repro", "--dry"], project).stdout.count("Running stage") == 0
@@ -220,10 +222,15 @@ def test_metrics_and_params_diff_name_only_the_affected_experiments(engines):
     changed_params = json.loads(run(["dvc", "params", "diff", "--json"], project).stdout)
     assert list(changed_params) == ["params.yaml"]
     assert list(changed_params["params.yaml"]) == ["model_defs.unet_modern.train.lr"]
-    changed_metrics = set(json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout))
-    evaluated = {f"results/{name}/unet_modern/metrics.json" for name in DATASETS}
-    assert evaluated <= changed_metrics, changed_metrics
-    assert all("/unet_modern/" in path for path in changed_metrics), changed_metrics
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
+    assert list(diff) == ["metrics.json"], diff
+    changed = {key.rsplit(".", 1)[0] for key in diff["metrics.json"]}  # <dataset>.<model>
+    assert changed == {f"{name}.unet_modern" for name in DATASETS}, diff
+    # every mean and std of a run is one step away
+    full = "results/synth_em/unet_modern/metrics.json"
+    out = run(["dvc", "metrics", "diff", "--json", "--targets", full], project)
+    detail = json.loads(out.stdout)
+    assert {"test.dice", "test.dice_std", "val.iou"} <= set(detail[full]), detail
 
 
 def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(engines):
