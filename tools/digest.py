@@ -57,9 +57,9 @@ def _markdown_bytes(path: Path) -> bytes:
 
 
 def _checkpoint_bytes(path: Path) -> bytes:
-    import torch
+    from unetflow.model.checkpoint import read_checkpoint
 
-    payload = torch.load(path, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(path)
     digest = hashlib.sha256()
     for name, tensor in sorted(payload.pop("state_dict", {}).items()):
         digest.update(name.encode())
