@@ -22,6 +22,19 @@ PROJECT_DIRS = ["workflow", "scripts", "profiles", "data/manifests", "src"]
 IGNORED = ("__pycache__", "*.egg-info")
 
 
+# The model_defs entry of a small same-padding U-Net that unit tests save as a model.pt.
+UNET_CFG = {
+    "kind": "unet",
+    "padding": "same",
+    "width": 4,
+    "depth": 2,
+    "norm": "none",
+    "up": "transposed",
+    "dropout": 0.0,
+    "init": "he",
+    "out_channels": 2,
+}
+
 # Run settings of the tiny projects (base keys: presets overlay only dataset_defs and model_defs).
 TINY_RUN = {"train": {"workers": 0, "threads": 1}, "infer": {"batch_size": 16}}
 # The tiny preset of params.yaml (a smoke run a user can start too).

@@ -26,6 +26,7 @@ import tifffile
 import torch
 from torch import nn
 
+from project import UNET_CFG
 from unetflow.config import load_params
 from unetflow.config.geometry import output_size, valid_input_sizes
 from unetflow.inference.infer import infer_dataset
@@ -327,17 +328,6 @@ def test_a_tile_the_model_rejects_raises_with_the_size() -> None:
 
 # --- the infer stage -------------------------------------------------------------------------
 
-UNET_CFG = {
-    "kind": "unet",
-    "padding": "same",
-    "width": 4,
-    "depth": 2,
-    "norm": "none",
-    "up": "transposed",
-    "dropout": 0.0,
-    "init": "he",
-    "out_channels": 2,
-}
 INFER_CFG = {"overlap": 0.25, "blend": "gaussian", "tta": False, "batch_size": 4, "threshold": 0.5}
 
 

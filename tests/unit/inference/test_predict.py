@@ -15,6 +15,7 @@ import torch
 from skimage import io as skio
 from skimage.color import rgb2gray
 
+from project import UNET_CFG
 from unetflow.cli import main
 from unetflow.inference.tiling import predict_probability
 from unetflow.io.images import read_float_tiff, read_gray
@@ -23,17 +24,6 @@ from unetflow.model.unet import MeanMask, UNet
 
 torch.set_num_threads(1)
 NORMALISATION = {"mean": 0.4, "std": 0.2}
-UNET_CFG = {
-    "kind": "unet",
-    "padding": "same",
-    "width": 4,
-    "depth": 2,
-    "norm": "none",
-    "up": "transposed",
-    "dropout": 0.0,
-    "init": "he",
-    "out_channels": 2,
-}
 
 
 def unet_checkpoint(path: Path, preprocess: dict | None = None) -> UNet:
