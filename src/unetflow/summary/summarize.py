@@ -37,7 +37,7 @@ def dvc_view(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """metrics.json: ``{dataset: {model: {metric: test mean}}}`` of :data:`DVC_VIEW`."""
     view: dict[str, Any] = {}
     for run in summary:
-        names = DVC_VIEW.get(run["kind"], ("dice",))
+        names = DVC_VIEW[run["kind"]]
         scores = {name: run.get(f"test_{name}") for name in names}
         view.setdefault(run["dataset"], {})[run["model"]] = {
             name: value for name, value in scores.items() if value is not None
