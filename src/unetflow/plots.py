@@ -153,6 +153,32 @@ def curves_figure(curves: dict[str, pd.DataFrame], where: Path) -> Figure:
     return fig
 
 
+def preflight_figure(rows: list[dict[str, Any]]) -> Figure:
+    """One axis per dataset: each recipe's loss per step of the preflight (log scale), a cross
+    where a loss was not finite."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    if not datasets:
+        return notice("no preflight probes")
+    fig = Figure(figsize=(5.5 * len(datasets), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+    for ax, dataset in zip(axes, datasets, strict=True):
+        for r in (r for r in rows if r["dataset"] == dataset):
+            losses = np.array([float(v) for v in r["losses"]])
+            steps = np.arange(1, len(losses) + 1)
+            finite = np.isfinite(losses)
+            (line,) = ax.plot(steps[finite], losses[finite], lw=0.9, label=r["model"])
+            if not finite.all():
+                top = losses[finite].max() if finite.any() else 1.0
+                ax.plot(steps[~finite][:1], [top], "x", ms=9, color=line.get_color())
+        ax.set_yscale("log")
+        ax.set_title(dataset)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig
+
+
 def notice(text: str) -> Figure:
     """A small figure that only says `text` (a stand-in for a plot with no data)."""
     fig = Figure(figsize=(4, 1.5))

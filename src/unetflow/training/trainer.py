@@ -326,7 +326,7 @@ class Trainer:
         desc = f"{self.job.model_name} epoch {epoch + 1}/{s.epochs}"
         bar = progress(total=s.steps, desc=desc, unit="step")
         for step in range(s.steps):
-            pending.append(self._step(next(self.stream)))
+            pending.append(self.step())
             if len(pending) >= self.check_every or step == s.steps - 1:
                 values = self._checked(pending, epoch, step, lr)
                 losses.extend(values)
@@ -341,10 +341,11 @@ class Trainer:
         self.progress.images += s.steps * s.batch_size
         return _Trained(float(np.mean(losses)), lr, s.steps * s.batch_size / seconds)
 
-    def _step(self, batch: dict[str, Tensor]) -> Tensor:
-        """One optimizer step on `batch`; the loss, detached (checked a few steps later, so
-        that a GPU need not wait for each)."""
+    def step(self) -> Tensor:
+        """One optimizer step on the next batch; the loss, detached (checked a few steps
+        later, so that a GPU need not wait for each)."""
         s, p, device = self.s, self.parts, self.device
+        batch = next(self.stream)
         x = batch["image"].to(device, non_blocking=True)
         if s.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -516,6 +517,45 @@ def train_mean_mask(job: Job) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry point
 
 
+def new_job(
+    *,
+    dataset: str,
+    dataset_cfg: dict,
+    processed: Path,
+    augmented: Path | None,
+    model_name: str,
+    model_cfg: dict,
+    train_cfg: dict,
+    infer_cfg: dict,
+    seed: int,
+    model_out: Path,
+    live_dir: Path,
+    checkpoint_dir: Path,
+) -> Job:
+    """The job of training `model_name` on `dataset`: its settings and resolved device."""
+    s = settings_for(model_cfg, train_cfg, infer_cfg)
+    try:
+        device = resolve_device(s.device)
+    except DeviceError as exc:
+        raise TrainingError(f"train.{exc}") from exc
+    return Job(
+        dataset=dataset,
+        dataset_cfg=dataset_cfg,
+        model_name=model_name,
+        model_cfg=model_cfg,
+        train_cfg=train_cfg,
+        infer_cfg=infer_cfg,
+        seed=int(seed),
+        settings=s,
+        device=device,
+        processed=Path(processed),
+        augmented=Path(augmented) if augmented is not None else None,
+        model_out=Path(model_out),
+        live_dir=Path(live_dir),
+        checkpoint_dir=Path(checkpoint_dir),
+    )
+
+
 def train(
     *,
     dataset: str,
@@ -539,34 +579,24 @@ def train(
     TrainingError for unusable settings or data and for a non-finite loss, in which case no
     model_out is written.
     """
-    processed, model_out = Path(processed), Path(model_out)
-    live_dir, checkpoint_dir = Path(live_dir), Path(checkpoint_dir)
-    augmented = Path(augmented) if augmented is not None else None
-    s = settings_for(model_cfg, train_cfg, infer_cfg)
-    try:
-        device = resolve_device(s.device)
-    except DeviceError as exc:
-        raise TrainingError(f"train.{exc}") from exc
-    model_out.unlink(missing_ok=True)
-    job = Job(
+    job = new_job(
         dataset=dataset,
         dataset_cfg=dataset_cfg,
+        processed=processed,
+        augmented=augmented,
         model_name=model_name,
         model_cfg=model_cfg,
         train_cfg=train_cfg,
         infer_cfg=infer_cfg,
-        seed=int(seed),
-        settings=s,
-        device=device,
-        processed=processed,
-        augmented=augmented,
+        seed=seed,
         model_out=model_out,
         live_dir=live_dir,
         checkpoint_dir=checkpoint_dir,
     )
-    with torch_settings(s, device):
+    job.model_out.unlink(missing_ok=True)
+    with torch_settings(job.settings, job.device):
         summary = train_mean_mask(job) if model_cfg["kind"] == "mean_mask" else Trainer(job).run()
-    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     log.info("%s", summary_line(summary))
     return summary
 
