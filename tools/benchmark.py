@@ -303,6 +303,11 @@ def _train_numbers(
     """Training throughput and memory of every configuration of one model."""
     if "tile" not in cfg_model and opts.tile is None:
         raise BenchmarkError(f"model_defs.{name}.tile: missing (or pass --tile)")
+    if cfg_model["tile"] == "image" and opts.tile is None:
+        raise BenchmarkError(
+            f"model_defs.{name}.tile: image takes the size of the processed images, which the "
+            "benchmark does not read; pass --tile (e.g. 512)"
+        )
     train_cfg = cfg_model.get("train") or {}
     tile = int(opts.tile or cfg_model["tile"])
     batch = int(opts.batch_size or train_cfg.get("batch_size", 1))

@@ -98,15 +98,23 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
 
 
 def _model_errors(name: str, model: dict[str, Any]) -> list[str]:
-    """A U-Net's tile must fit its depth and padding (every max-pool sees an even size), and
-    Nesterov momentum needs a momentum."""
+    """A U-Net's tile must fit its depth and padding (every max-pool sees an even size; `image`
+    is checked against the images when training starts), and Nesterov momentum needs a
+    momentum."""
     if model["kind"] != "unet":
         return []
     errors = []
-    try:
-        output_size(model["tile"], model["depth"], model["padding"])
-    except ValueError as exc:
-        errors.append(f"model_defs.{name}.tile: {exc}")
+    if model["tile"] == "image":
+        if model["padding"] != "same":
+            errors.append(
+                f"model_defs.{name}.tile: 'image' (the whole processed image as the tile) "
+                "needs padding: same; a valid-padding U-Net needs a number such as 572"
+            )
+    else:
+        try:
+            output_size(model["tile"], model["depth"], model["padding"])
+        except ValueError as exc:
+            errors.append(f"model_defs.{name}.tile: {exc}")
     train = model["train"]
     if train["optimizer"] == "sgd" and train["nesterov"] and train["momentum"] <= 0:
         errors.append(f"model_defs.{name}.train.nesterov: true needs momentum > 0")

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from unetflow.config.geometry import output_size
 from unetflow.evaluation.metrics import dice, iou
 from unetflow.inference.tiling import predict_probability
 from unetflow.io.progress import progress
@@ -164,7 +165,25 @@ class _Parts:
     scaler: torch.amp.GradScaler | None
 
 
-def _build(job: Job, s: Settings, out_channels: int) -> _Parts:
+def tile_for(job: Job, data: Data) -> int:
+    """The training and inference tile: `model_defs.<m>.tile`, or with ``tile: image`` the
+    side of the largest processed image (the whole image is one tile), checked against the
+    network's depth."""
+    tile = job.model_cfg["tile"]
+    if tile != "image":
+        return int(tile)
+    side = max(max(a.shape) for a in [*data.train.images, *data.val.images])
+    try:
+        output_size(side, int(job.model_cfg["depth"]), job.model_cfg["padding"])
+    except ValueError as exc:
+        raise TrainingError(
+            f"model_defs.{job.model_name}.tile: image means a {side} px tile for the processed "
+            f"images in {job.processed}, which the network cannot take: {exc}"
+        ) from exc
+    return side
+
+
+def _build(job: Job, s: Settings, out_channels: int, tile: int) -> _Parts:
     """The seeded model of `job` on its device, with its optimizer and schedule."""
     device = job.device
     torch.manual_seed(job.seed)
@@ -174,7 +193,6 @@ def _build(job: Job, s: Settings, out_channels: int) -> _Parts:
         net = build_model(job.model_cfg, out_channels)
     except (ValueError, TypeError) as exc:
         raise TrainingError(f"model_defs.{job.model_name}: {exc}") from exc
-    tile = int(job.model_cfg["tile"])
     out = int(net.output_size(tile))
     net = net.to(device)
     if s.channels_last:
@@ -242,7 +260,7 @@ class Trainer:
         self.use_weights = s.weight_map and use_weight_maps(self.data.train, s.loss)
         out_channels = out_channels_for(s.loss)
         self.pos_weight = self._pos_weight()
-        self.parts = _build(job, s, out_channels)
+        self.parts = _build(job, s, out_channels, tile_for(job, self.data))
         self.progress = self._resume()
         self.live = LiveLog(job.live_dir)
         self.live.replay(self.progress.history)

@@ -111,6 +111,12 @@ BROKEN = [
         r"\[540, 556, 572, 588\]",
     ),
     (
+        "model_defs.unet_paper.tile",
+        "image",
+        r"model_defs\.unet_paper\.tile: 'image' \(the whole processed image as the tile\) needs "
+        r"padding: same",
+    ),
+    (
         "model_defs.unet_paper.train",
         {**PAPER_RECIPE, "nesterov": True, "momentum": 0.0},
         r"model_defs\.unet_paper\.train\.nesterov: true needs momentum > 0",

@@ -211,3 +211,18 @@ def test_paper_geometry_step_with_border_weight_maps(tmp_path, run_kwargs, recip
     assert summary["weight_maps"] and math.isfinite(summary["val_loss"])
     net, meta = load_model(out / "model.pt")
     assert meta["tile"] == 572 and net.output_size(572) == 388
+
+
+def test_tile_image_trains_on_whole_processed_images(em, tmp_path, run_kwargs) -> None:
+    out = tmp_path / "whole"
+    train(**run_kwargs(em, out, tile="image", epochs=1, steps_per_epoch=2))
+    _, meta = load_model(out / "model.pt")
+    assert meta["tile"] == 64  # the processed slices' side: inference uses the same tile
+
+
+def test_tile_image_that_the_network_cannot_take_names_the_key(em, tmp_path, run_kwargs) -> None:
+    kwargs = run_kwargs(em, tmp_path / "deep", tile="image", epochs=1, steps_per_epoch=1)
+    kwargs["model_cfg"]["depth"] = 7  # 64 px halves to 0.5 px at level 7
+    with pytest.raises(TrainingError, match=r"model_defs\.tiny\.tile: image means a 64 px tile"):
+        train(**kwargs)
+    assert not (tmp_path / "deep" / "model.pt").exists()
