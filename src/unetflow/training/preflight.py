@@ -40,7 +40,7 @@ class Probe:
     device: str
     steps: int  # asked for
     losses: list[float] = field(default_factory=list)  # one per step run
-    seconds: float = 0.0
+    step_seconds: list[float] = field(default_factory=list)  # wall time of each step
 
     @property
     def diverged_at(self) -> int | None:
@@ -79,7 +79,7 @@ class Probe:
             diverged_at=self.diverged_at,
             first_fifth=first if math.isfinite(first) else None,
             last_fifth=last if math.isfinite(last) else None,
-            s_per_step=self.seconds / max(1, len(self.losses)),
+            s_per_step=float(np.median(self.step_seconds)) if self.step_seconds else None,
             verdict=self.verdict,
             ok=self.ok,
         )
@@ -110,17 +110,17 @@ def probe(job: Job, steps: int, on_step: Callable[[int, float], None] | None = N
             steps=steps,
         )
         trainer.parts.net.train()
-        started = time.perf_counter()
         for k in range(steps):
             if k % s.steps == 0:
                 trainer.parts.schedule.start_epoch(k // s.steps)
-            value = float(trainer.step())
+            started = time.perf_counter()
+            value = float(trainer.step())  # float() waits for the step on a GPU too
+            result.step_seconds.append(time.perf_counter() - started)
             result.losses.append(value)
             if on_step is not None:
                 on_step(k + 1, value)
             if not math.isfinite(value):
                 break
-        result.seconds = time.perf_counter() - started
     return result
 
 
@@ -155,19 +155,20 @@ def probe_recipe(
 def table(rows: list[dict[str, Any]]) -> str:
     """A markdown table of probe records: one line per recipe and dataset."""
     lines = [
-        "| dataset | model | optimizer | lr | batch | tile | steps | s/step | first fifth "
+        "| dataset | model | optimizer | lr | batch | tile | steps | s/step (median) | first fifth "
         "| last fifth | verdict |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         first = f"{r['first_fifth']:.4f}" if r["first_fifth"] is not None else "—"
         last = f"{r['last_fifth']:.4f}" if r["last_fifth"] is not None else "—"
+        per_step = f"{r['s_per_step']:.3g}" if r["s_per_step"] is not None else "—"
         verdict = r["verdict"]
         if r["diverged_at"] is not None:
             verdict = f"diverged at step {r['diverged_at']}"
         lines.append(
             f"| {r['dataset']} | {r['model']} | {r['optimizer']} | {r['lr']:g} "
             f"| {r['batch_size']} | {r['tile']} | {len(r['losses'])}/{r['steps']} "
-            f"| {r['s_per_step']:.2f} | {first} | {last} | {verdict} |"
+            f"| {per_step} | {first} | {last} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

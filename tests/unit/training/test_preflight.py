@@ -46,7 +46,7 @@ def test_record_is_strict_json_with_its_verdict() -> None:
     assert json.loads(text)["losses"] == [1.0, 0.5, "nan"]
     assert (row["verdict"], row["diverged_at"], row["ok"]) == ("diverged", 3, False)
     assert row["first_fifth"] is None and row["last_fifth"] is None
-    assert "| d | m | sgd | 0.01 | 1 | 64 | 3/3 |" in table([row])
+    assert "| d | m | sgd | 0.01 | 1 | 64 | 3/3 | — | — | — |" in table([row])
     assert "diverged at step 3" in table([row])
 
 
@@ -67,6 +67,9 @@ def test_a_sane_recipe_falls_and_is_repeatable(em, tmp_path, run_kwargs) -> None
     assert len(first.losses) == 8 and first.steps == 8
     assert [k for k, _ in seen] == list(range(1, 9))
     assert first.losses == again.losses  # same seed, same machine: same losses
+    assert len(first.step_seconds) == 8 and min(first.step_seconds) > 0
+    times = sorted(first.step_seconds)
+    assert first.record()["s_per_step"] == pytest.approx((times[3] + times[4]) / 2)  # median
     assert first.verdict == "fell"
     assert (first.optimizer, first.batch_size, first.tile, first.device) == ("adam", 4, 32, "cpu")
 
