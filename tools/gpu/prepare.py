@@ -41,7 +41,6 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 MIB = 1 << 20
-CALL_LIMIT = 64 * MIB
 # tarfile writes 512-byte blocks and pads the archive to a record of 20 blocks.
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -313,14 +312,21 @@ class Item:
     size: int
 
 
-def tar_member_size(size: int) -> int:
-    """Bytes one regular file of `size` bytes takes in a tar archive (header + padded data)."""
-    return BLOCK + -(-size // BLOCK) * BLOCK
+def tar_member_size(size: int, name: str = "") -> int:
+    """Bytes one regular file of `size` bytes named `name` takes in a GNU tar archive: its
+    header, a long-name header and the name when it passes 100 bytes, and the padded data."""
+    encoded = len(name.encode())
+    long_name = BLOCK + -(-(encoded + 1) // BLOCK) * BLOCK if encoded > 100 else 0
+    return long_name + BLOCK + -(-size // BLOCK) * BLOCK
 
 
-def tar_size(sizes: Iterable[int]) -> int:
-    """Bytes of an uncompressed tar of files of these sizes (two end blocks, whole records)."""
-    raw = sum(tar_member_size(s) for s in sizes) + 2 * BLOCK
+def tar_size(members: Iterable[int | tuple[int, str]]) -> int:
+    """Bytes of an uncompressed GNU tar of these files (sizes, or (size, name) pairs), with its
+    two end blocks, in whole records."""
+    raw = 2 * BLOCK
+    for member in members:
+        size, name = member if isinstance(member, tuple) else (member, "")
+        raw += tar_member_size(size, name)
     return -(-raw // RECORD) * RECORD
 
 
@@ -328,12 +334,12 @@ def plan_calls(items: Sequence[Item], budget: int) -> list[list[Item]]:
     """Split `items`, in order, into calls whose part.tar each stays within `budget` bytes."""
     calls: list[list[Item]] = [[]]
     for item in items:
-        if tar_size([item.size]) > budget:
+        if tar_size([(item.size, item.arcname)]) > budget:
             raise SystemExit(
                 f"error: {item.source} ({item.size / MIB:.1f} MiB) does not fit one call's "
                 f"budget of {budget / MIB:.1f} MiB"
             )
-        if tar_size([i.size for i in calls[-1]] + [item.size]) > budget:
+        if tar_size([(i.size, i.arcname) for i in [*calls[-1], item]]) > budget:
             calls.append([])
         calls[-1].append(item)
     return calls
@@ -385,7 +391,7 @@ def write_calls(out: Path, calls: list[list[Item]], meta: dict) -> dict:
             {
                 "name": f"call{k}",
                 "members": len(items),
-                "bytes": tar_size(i.size for i in items),
+                "bytes": tar_size((i.size, i.arcname) for i in items),
                 "contents": summarize_items(items),
             }
             for k, items in enumerate(calls, start=1)
@@ -425,7 +431,7 @@ def print_plan(plan: dict, out: Path) -> None:
     print(
         f"\nplan {plan['plan_id']}: {len(plan['calls'])} calls for Python "
         f"{plan['python_version']}; working tree {tree / MIB:.1f} MiB, "
-        f"budget per call {CALL_LIMIT / MIB:.0f} MiB"
+        f"limit per call {plan['call_bytes'] / MIB:.0f} MiB"
     )
     rel = out.relative_to(REPO) if out.is_relative_to(REPO) else out
     for call in plan["calls"]:
@@ -491,6 +497,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "left_out": {name: LEAVE_OUT[name] for name in res.left_out},
         "present": res.present,
         "tree_bytes": tree,
+        "call_bytes": int(args.call_mib * MIB),
         "budget_bytes": budget,
     }
     plan = write_calls(out, plan_calls(items, budget), meta)

@@ -110,12 +110,17 @@ def safe_extract(tar: tarfile.TarFile, dest: Path) -> None:
         tar.extractall(dest)  # noqa: S202
 
 
-def install(work: Path) -> None:
-    """Install the carried wheels and build elasticdeform into `work`/site, once."""
+def install(work: Path, packages: Sequence[str]) -> bool:
+    """Install the carried wheels and build elasticdeform into `work`/site once all of
+    `packages` (file names) are unpacked; return whether they are installed."""
     site, pkgs = work / "site", work / "pkgs"
     done = site / ".installed"
-    if done.exists() or not pkgs.is_dir():
-        return
+    if done.exists():
+        return True
+    absent = [name for name in packages if not (pkgs / name).is_file()]
+    if absent:
+        say(f"{len(absent)} of {len(packages)} packages still to come: installing later")
+        return False
     pip = [sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps"]
     pip += ["--no-cache-dir", "--upgrade", "--target", str(site)]
     wheels = sorted(str(p) for p in pkgs.glob("*.whl"))
@@ -134,6 +139,7 @@ def install(work: Path) -> None:
         f"installed {len(wheels)} wheels and {len(sdists)} source archives in "
         f"{time.monotonic() - started:.0f} s"
     )
+    return True
 
 
 def environment(work: Path) -> dict[str, str]:
@@ -371,7 +377,9 @@ class Jobs:
 
     def stop(self) -> None:
         """Stop everything running: SIGTERM to each process group, SIGKILL after 20 s."""
-        say(f"deadline: stopping {', '.join(self.running) or 'nothing'}, keeping what finished")
+        if not self.running:
+            return
+        say(f"stopping {', '.join(self.running)}, keeping what finished")
         for proc, _ in self.running.values():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
@@ -423,12 +431,12 @@ def data_and_preflight(args: argparse.Namespace, work: Path, jobs: Jobs) -> list
         done = work / "stages" / dataset
         if done.exists() or not dataset_complete(work, dataset):
             continue
-        name = f"data {dataset}"
+        name = f"data-{dataset}"
         jobs.start(name, snakemake(args, f"data/processed/{dataset}"), logs / f"{name}.log")
         if jobs.wait(name)[name]:
             raise SystemExit(f"error: preprocessing {dataset} failed (logs/{dataset}/)")
         models = unets(args.models)
-        probe = f"preflight {dataset}"
+        probe = f"preflight-{dataset}"
         if args.preflight and models and (REPO / "tools" / "preflight.py").exists():
             cmd = [sys.executable, "tools/preflight.py", "--params", "params.yaml"]
             cmd += ["--preset", args.preset, "--datasets", dataset, "--models", *models]
@@ -467,6 +475,8 @@ def verdicts(work: Path, datasets: Sequence[str]) -> list[dict]:
 def set_compile(params: Path) -> None:
     """Turn on `train.compile` in this machine's copy of params.yaml (no recipe changes)."""
     text = params.read_text()
+    if re.search(r"(?m)^train:\n(?:  .*\n)*?  compile: true\b", text):
+        return
     new, count = re.subn(r"(?m)^(train:\n(?:  .*\n)*?  compile: )false\b", r"\1true", text)
     if count != 1:
         raise SystemExit(f"error: {params}: no 'compile: false' under 'train:' to switch on")
@@ -508,7 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     plan, missing = unpack(args.calls_root, work)
     report(plan_id=plan["plan_id"], missing_calls=missing, phase="install")
-    install(work)
+    installed = install(work, plan.get("packages", []))
+    if not missing and not installed:
+        raise SystemExit(f"error: every call is unpacked but {work / 'pkgs'} lacks packages")
     env = environment(work)
     if args.compile:
         set_compile(REPO / "params.yaml")
@@ -518,7 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if missing:
             report(phase="data")
-            data_and_preflight(args, work, jobs)
+            if installed:
+                data_and_preflight(args, work, jobs)
             say(f"waiting for {', '.join(missing)}: call again at once with it carried")
             report(phase="waiting", next_call=missing[0])
             archiver.refresh(force=True)
@@ -544,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Deadline:
         report(phase="cut at the deadline")
         rc = 0
+    finally:
+        jobs.stop()  # they run in sessions of their own, which the call's end would not stop
     done = [f"{d}/{m}" for d, m in pairs if (REPO / "results" / d / m / "metrics.json").exists()]
     report(finished_runs=done)
     say(f"finished runs: {len(done)} of {len(pairs)}: {', '.join(done)}")
@@ -560,7 +575,7 @@ def train(
         say(f"left out {pair}: {why}")
     status.setdefault("left_out", {}).update(skipped)
     status.setdefault("runs", []).extend(f"{d}/{m}" for d, m in keep)
-    name = f"train {'+'.join(datasets)}"
+    name = f"train-{'-'.join(datasets)}"
     jobs.start(name, snakemake(args, *targets(keep)), work / "logs" / f"{name}.log")
     return name
 

@@ -53,6 +53,18 @@ def test_calls_keep_order_and_stay_within_the_budget(tmp_path: Path) -> None:
     assert plan["calls"][1]["contents"] == {"ds": 2}
 
 
+def test_long_names_are_counted_exactly(tmp_path: Path) -> None:
+    name = "pkgs/" + "x" * 120 + ".whl"  # a manylinux wheel's name can pass tar's 100 bytes
+    source = tmp_path / "w.whl"
+    source.write_bytes(b"w" * 10)
+    items = [prepare.Item(name, source, 10)] + files_of({"a": 9000}, tmp_path / "src")
+    budget = prepare.tar_size([(10, name), (9000, "mirror/ds/a")])
+    assert prepare.tar_member_size(10, name) == 4 * prepare.BLOCK  # 2 headers, name, data
+    calls = prepare.plan_calls(items, budget)
+    plan = prepare.write_calls(tmp_path / "out", calls, {})  # checks the size it planned
+    assert len(plan["calls"]) == 1
+
+
 def test_a_file_larger_than_a_call_is_refused_by_name(tmp_path: Path) -> None:
     items = files_of({"big.png": 20_000}, tmp_path)
     with pytest.raises(SystemExit, match="big.png"):
@@ -230,5 +242,8 @@ def test_compile_is_switched_on_in_the_train_block_only(tmp_path: Path) -> None:
     assert params.read_text() == (
         "train:\n  amp: bf16\n  compile: true\n  workers: 2\nother:\n  compile: false\n"
     )
+    run.set_compile(params)  # already on: unchanged
+    assert params.read_text().count("compile: true") == 1
+    params.write_text("train:\n  amp: bf16\n")
     with pytest.raises(SystemExit, match="params.yaml"):
         run.set_compile(params)
