@@ -381,7 +381,8 @@ def write_calls(out: Path, calls: list[list[Item]], meta: dict) -> dict:
     for old in out.glob("call*"):
         shutil.rmtree(old)
     digest = hashlib.sha256()
-    for items in calls:
+    for k, items in enumerate(calls, start=1):
+        digest.update(f"call{k}\0".encode())
         for item in items:
             digest.update(f"{item.arcname}\0{item.size}\0".encode())
     plan = {
