@@ -574,22 +574,9 @@ def new_job(
     )
 
 
-def train(
-    *,
-    dataset: str,
-    dataset_cfg: dict,
-    processed: Path,
-    augmented: Path | None,
-    model_name: str,
-    model_cfg: dict,
-    train_cfg: dict,
-    infer_cfg: dict,
-    seed: int,
-    model_out: Path,
-    live_dir: Path,
-    checkpoint_dir: Path,
-) -> dict[str, Any]:
-    """Train `model_name` on `dataset` (module docstring); write model_out and live_dir.
+def train(**job_args: Any) -> dict[str, Any]:
+    """Train `model_name` on `dataset` (module docstring; the keyword arguments of
+    :func:`new_job`); write model_out and live_dir.
 
     Returns the training summary (also stored as ``train`` in model.pt) and logs it on one
     line; its ``images_per_s`` is the median of the per-epoch training throughputs (the first
@@ -597,23 +584,11 @@ def train(
     TrainingError for unusable settings or data and for a non-finite loss, in which case no
     model_out is written.
     """
-    job = new_job(
-        dataset=dataset,
-        dataset_cfg=dataset_cfg,
-        processed=processed,
-        augmented=augmented,
-        model_name=model_name,
-        model_cfg=model_cfg,
-        train_cfg=train_cfg,
-        infer_cfg=infer_cfg,
-        seed=seed,
-        model_out=model_out,
-        live_dir=live_dir,
-        checkpoint_dir=checkpoint_dir,
-    )
+    job = new_job(**job_args)
     job.model_out.unlink(missing_ok=True)
     with torch_settings(job.settings, job.device):
-        summary = train_mean_mask(job) if model_cfg["kind"] == "mean_mask" else Trainer(job).run()
+        mean_mask = job.model_cfg["kind"] == "mean_mask"
+        summary = train_mean_mask(job) if mean_mask else Trainer(job).run()
     shutil.rmtree(job.checkpoint_dir, ignore_errors=True)
     log.info("%s", summary_line(summary))
     return summary
