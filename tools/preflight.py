@@ -6,9 +6,11 @@ Needs the processed data of each dataset at the preset, e.g.
 U-Net it runs the train stage's own trainer (unetflow.training.preflight) for `--single`
 steps of a batch-1 recipe and `--batched` steps of the others, and writes to `--out`, after
 each probe: preflight.json (every step's loss, verdict, ok), preflight.md (the table) and
-preflight.png (the loss curves). The GPU run leaves out what is not ok.
+preflight.png (the loss curves). The GPU run leaves out what is not ok. `--merge` judges
+earlier reports again (with the current verdict rules) and writes them as one.
 
     python tools/preflight.py --preset full --datasets isbi2012 shenzhen --out preflight
+    python tools/preflight.py --merge a/preflight.json b/preflight.json --out preflight
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from unetflow.io.logs import configure_logging
 from unetflow.io.outputs import atomic_file, write_text_atomic
 from unetflow.pipeline.stage import job_params
 from unetflow.plots import preflight_figure
-from unetflow.training.preflight import Probe, probe_recipe, steps_for, table
+from unetflow.training.preflight import Probe, from_record, probe_recipe, steps_for, table
 
 log = logging.getLogger("unetflow.preflight")
 
@@ -41,6 +43,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--batched", type=int, default=30, help="steps of the other recipes")
     parser.add_argument("--every", type=int, default=10, help="log a loss every N steps")
     parser.add_argument("--out", type=Path, required=True, help="folder for the reports")
+    parser.add_argument("--merge", type=Path, nargs="+", help="preflight.json files to join")
     return parser.parse_args(argv)
 
 
@@ -64,12 +67,26 @@ def write_reports(out: Path, rows: list[dict]) -> None:
         preflight_figure(rows).savefig(tmp, format="png", dpi=110)
 
 
+def merged(paths: list[Path]) -> list[dict]:
+    """The records of earlier reports, judged again."""
+    rows = []
+    for path in paths:
+        try:
+            records = json.loads(path.read_text())["recipes"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"error: {path}: expected a preflight.json ({exc})") from exc
+        rows.extend(from_record(r).record() for r in records)
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Probe every dataset x U-Net; exit 1 when a recipe is not ok."""
+    """Probe every dataset x U-Net (or join earlier reports); exit 1 when a recipe is not ok."""
     configure_logging()
     args = parse(argv)
-    rows: list[dict] = []
-    for dataset in args.datasets:
+    rows: list[dict] = merged(args.merge) if args.merge else []
+    if args.merge:
+        write_reports(args.out, rows)
+    for dataset in [] if args.merge else args.datasets:
         processed = args.processed_root / dataset
         if not (processed / "split.csv").exists():
             raise SystemExit(f"error: {processed}: no processed data (run its preprocess stage)")

@@ -3,10 +3,11 @@ is spent on it.
 
 A probe runs the train stage's own `Trainer` (same model, optimizer, lr schedule, loss, weight
 maps and seeded batches) for a few optimizer steps on the processed training images, without
-validation, and keeps every step's loss. Its verdict: ``diverged`` at the first non-finite loss,
-``rose`` when the mean loss of the last fifth of the steps is above the first fifth's by more
-than a half, ``flat`` when it is not below the first fifth's, else ``fell``. Only a recipe that
-fell is `ok`.
+validation, and keeps every step's loss. Its verdict compares the median loss of the last fifth
+of the steps with the first fifth's (medians, so that the large loss of the first steps from a
+random start, or one noisy batch, does not decide it): ``diverged`` at the first non-finite
+loss, ``rose`` when the last is above 1.5 × the first, ``fell`` when it is below 0.98 × the
+first, else ``flat``. Only a recipe that fell is `ok`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ import numpy as np
 from unetflow.training.settings import torch_settings
 from unetflow.training.trainer import Job, Trainer, new_job
 
-RISE = 1.5  # last fifth's mean loss above RISE x the first fifth's: the recipe is unstable
+RISE = 1.5  # last fifth's median loss above RISE x the first fifth's: the recipe is unstable
+FALL = 0.98  # below FALL x the first fifth's: the loss fell
 
 
 @dataclass
@@ -51,9 +53,9 @@ class Probe:
         return None
 
     def fifths(self) -> tuple[float, float]:
-        """Mean loss of the first and of the last fifth of the steps (at least one step)."""
+        """Median loss of the first and of the last fifth of the steps (at least one step)."""
         k = max(1, len(self.losses) // 5)
-        return float(np.mean(self.losses[:k])), float(np.mean(self.losses[-k:]))
+        return float(np.median(self.losses[:k])), float(np.median(self.losses[-k:]))
 
     @property
     def verdict(self) -> str:
@@ -63,7 +65,7 @@ class Probe:
         first, last = self.fifths()
         if last > RISE * first:
             return "rose"
-        return "fell" if last < first else "flat"
+        return "fell" if last < FALL * first else "flat"
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,14 @@ class Probe:
             ok=self.ok,
         )
         return row
+
+
+def from_record(row: dict[str, Any]) -> Probe:
+    """A probe back from its record (as :meth:`Probe.record` wrote it), to judge it again."""
+    names = {f.name for f in fields(Probe)}
+    probe = Probe(**{k: v for k, v in row.items() if k in names})
+    probe.losses = [float(v) for v in probe.losses]
+    return probe
 
 
 def steps_for(batch_size: int, single: int, batched: int) -> int:

@@ -53,3 +53,25 @@ def test_names_what_is_missing(project: Path) -> None:
     bad[bad.index("--processed-root") + 1] = str(project / "nowhere")
     with pytest.raises(SystemExit, match=r"nowhere/synth_em: no processed data"):
         main(bad)
+
+
+def test_merge_joins_reports_and_judges_them_again(tmp_path: Path) -> None:
+    def report(name: str, losses: list[float]) -> Path:
+        row = {"dataset": name, "model": "m", "optimizer": "sgd", "lr": 0.01, "batch_size": 1,
+               "tile": 572, "device": "cpu", "steps": len(losses), "losses": losses,
+               "step_seconds": [1.0] * len(losses), "verdict": "fell", "ok": True}  # fmt: skip
+        path = tmp_path / name / "preflight.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps({"recipes": [row]}))
+        return path
+
+    a = report("a", [2.0, 1.0, 0.5, 0.4, 0.3])
+    b = report("b", [2.0, 2.0, 2.0, 2.0, 2.0])  # recorded as fell; the rules say flat
+    assert main(["--merge", str(a), str(b), "--out", str(tmp_path / "out")]) == 1
+    rows = json.loads((tmp_path / "out" / "preflight.json").read_text())["recipes"]
+    assert [(r["dataset"], r["verdict"], r["ok"]) for r in rows] == [
+        ("a", "fell", True),
+        ("b", "flat", False),
+    ]
+    with pytest.raises(SystemExit, match=r"nothing\.json: expected a preflight\.json"):
+        main(["--merge", str(tmp_path / "nothing.json"), "--out", str(tmp_path / "out")])

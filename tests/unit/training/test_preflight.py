@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from unetflow.training.preflight import Probe, probe, steps_for, table
+from unetflow.training.preflight import Probe, from_record, probe, steps_for, table
 from unetflow.training.trainer import new_job
 
 
@@ -22,7 +22,9 @@ def losses(values: list[float]) -> Probe:
     [
         ([1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.4, 0.3, 0.2], "fell", None),
         ([1.0, 1.0, 1.0, 1.0, 1.0], "flat", None),
+        ([1.0, 1.1, 1.2, 1.3, 0.99], "flat", None),  # 1 % lower: within the 2 % band
         ([1.0, 1.1, 1.2, 1.3, 1.4], "flat", None),  # rose by 40 %: not below the start
+        ([17.0, 1.3, 1.2, 1.3, *[1.25] * 12, *[1.3] * 4], "flat", None),  # a random start
         ([1.0, 1.0, 2.0, 3.0, 1.6], "rose", None),  # last fifth 1.6 > 1.5 x 1.0
         ([1.0, 0.5, math.nan, 0.1], "diverged", 3),
         ([1.0, math.inf], "diverged", 2),
@@ -35,9 +37,16 @@ def test_verdict_from_the_first_and_last_fifth(values, verdict, at) -> None:
     assert result.ok is (verdict == "fell")
 
 
-def test_fifths_are_means_of_a_fifth_of_the_steps() -> None:
-    result = losses([4.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 1.0])
-    assert result.fifths() == (3.0, 2.0)
+def test_fifths_are_medians_of_a_fifth_of_the_steps() -> None:
+    result = losses([9.0, 2.0, 4.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 5.0, 3.0, 2.0, 1.0, 1.0])
+    assert result.fifths() == (4.0, 1.0)
+
+
+def test_a_record_judged_again_gives_the_same_probe() -> None:
+    result = losses([1.0, 0.5, math.nan])
+    back = from_record(json.loads(json.dumps(result.record())))
+    assert back.losses[:2] == [1.0, 0.5] and math.isnan(back.losses[2])
+    assert (back.dataset, back.model, back.steps, back.verdict) == ("d", "m", 3, "diverged")
 
 
 def test_record_is_strict_json_with_its_verdict() -> None:
