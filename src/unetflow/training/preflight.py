@@ -7,7 +7,8 @@ validation, and keeps every step's loss. Its verdict compares the median loss of
 of the steps with the first fifth's (medians, so that the large loss of the first steps from a
 random start, or one noisy batch, does not decide it): ``diverged`` at the first non-finite
 loss, ``rose`` when the last is above 1.5 × the first, ``fell`` when it is below 0.98 × the
-first, else ``flat``. Only a recipe that fell is `ok`.
+first, else ``flat``. A recipe is `ok` (safe to run in full) unless it diverged or rose; a flat
+one is reported but not stopped, since a few steps cannot tell a slow start from a stall.
 """
 
 from __future__ import annotations
@@ -69,8 +70,8 @@ class Probe:
 
     @property
     def ok(self) -> bool:
-        """Whether the recipe trained: its loss stayed finite and fell."""
-        return self.verdict == "fell"
+        """Whether the recipe is safe to run in full: its loss stayed finite and did not rise."""
+        return self.verdict in ("fell", "flat")
 
     def record(self) -> dict[str, Any]:
         """The probe as JSON-ready values, verdict included (non-finite losses as strings)."""

@@ -67,11 +67,15 @@ def test_merge_joins_reports_and_judges_them_again(tmp_path: Path) -> None:
 
     a = report("a", [2.0, 1.0, 0.5, 0.4, 0.3])
     b = report("b", [2.0, 2.0, 2.0, 2.0, 2.0])  # recorded as fell; the rules say flat
-    assert main(["--merge", str(a), str(b), "--out", str(tmp_path / "out")]) == 1
+    c = report("c", [1.0, 1.0, 2.0, 3.0, 3.0])  # recorded as fell; the rules say rose
+    out = ["--out", str(tmp_path / "out")]
+    assert main(["--merge", str(a), str(b), *out]) == 0  # flat is reported, not stopped
+    assert main(["--merge", str(a), str(b), str(c), *out]) == 1
     rows = json.loads((tmp_path / "out" / "preflight.json").read_text())["recipes"]
     assert [(r["dataset"], r["verdict"], r["ok"]) for r in rows] == [
         ("a", "fell", True),
-        ("b", "flat", False),
+        ("b", "flat", True),
+        ("c", "rose", False),
     ]
     with pytest.raises(SystemExit, match=r"nothing\.json: expected a preflight\.json"):
         main(["--merge", str(tmp_path / "nothing.json"), "--out", str(tmp_path / "out")])

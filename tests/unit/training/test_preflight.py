@@ -34,7 +34,7 @@ def test_verdict_from_the_first_and_last_fifth(values, verdict, at) -> None:
     result = losses(values)
     assert result.verdict == verdict
     assert result.diverged_at == at
-    assert result.ok is (verdict == "fell")
+    assert result.ok is (verdict in ("fell", "flat"))  # safe to run; only a blow-up stops it
 
 
 def test_fifths_are_medians_of_a_fifth_of_the_steps() -> None:
