@@ -6,8 +6,8 @@ Needs the processed data of each dataset at the preset, e.g.
 U-Net it runs the train stage's own trainer (unetflow.training.preflight) for `--single`
 steps of a batch-1 recipe and `--batched` steps of the others, and writes to `--out`, after
 each probe: preflight.json (every step's loss, verdict, ok), preflight.md (the table) and
-preflight.png (the loss curves). The GPU run leaves out what is not ok (diverged or rose). `--merge` judges
-earlier reports again (with the current verdict rules) and writes them as one.
+preflight.png (the loss curves). The GPU run leaves out what is not ok (diverged or rose).
+`--merge` judges earlier reports again (with the current verdict rules) and writes them as one.
 
     python tools/preflight.py --preset full --datasets isbi2012 shenzhen --out preflight
     python tools/preflight.py --merge a/preflight.json b/preflight.json --out preflight
