@@ -79,19 +79,15 @@ def merged(paths: list[Path]) -> list[dict]:
     return rows
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Probe every dataset x U-Net (or join earlier reports); exit 1 when a recipe is not ok
-    (diverged or rose)."""
-    configure_logging()
-    args = parse(argv)
-    rows: list[dict] = merged(args.merge) if args.merge else []
-    if args.merge:
-        write_reports(args.out, rows)
-    for dataset in [] if args.merge else args.datasets:
+def probe_all(args: argparse.Namespace) -> list[dict]:
+    """Probe every dataset x U-Net, writing the reports after each probe; their records."""
+    rows: list[dict] = []
+    models = unets(args.params, args.models)
+    for dataset in args.datasets:
         processed = args.processed_root / dataset
         if not (processed / "split.csv").exists():
             raise SystemExit(f"error: {processed}: no processed data (run its preprocess stage)")
-        for model in unets(args.params, args.models):
+        for model in models:
             params = job_params(
                 args.params, "train", preset=args.preset, dataset=dataset, model=model
             )
@@ -106,6 +102,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows.append(result.record())
             write_reports(args.out, rows)
             log.info("preflight %s/%s: %s", dataset, model, rows[-1]["verdict"])
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Probe every dataset x U-Net (or join earlier reports); exit 1 when a recipe is not ok
+    (diverged or rose)."""
+    configure_logging()
+    args = parse(argv)
+    if args.merge:
+        rows = merged(args.merge)
+        write_reports(args.out, rows)
+    else:
+        rows = probe_all(args)
     print(table(rows), end="")
     return 0 if all(r["ok"] for r in rows) else 1
 

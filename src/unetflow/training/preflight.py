@@ -77,11 +77,11 @@ class Probe:
         """The probe as JSON-ready values, verdict included (non-finite losses as strings)."""
         row = asdict(self)
         row["losses"] = [v if math.isfinite(v) else str(v) for v in self.losses]
-        first, last = self.fifths() if self.diverged_at is None else (math.nan, math.nan)
+        first, last = self.fifths() if self.diverged_at is None else (None, None)
         row.update(
             diverged_at=self.diverged_at,
-            first_fifth=first if math.isfinite(first) else None,
-            last_fifth=last if math.isfinite(last) else None,
+            first_fifth=first,
+            last_fifth=last,
             s_per_step=float(np.median(self.step_seconds)) if self.step_seconds else None,
             verdict=self.verdict,
             ok=self.ok,
