@@ -45,6 +45,20 @@ TINY_SYNTH_EM_SPLIT = {"train": [0, 6], "val": [6, 9], "test": [9, 12]}
 TINY_SYNTH_CXR = {"type": "synthetic", "n_images": 22, "n_unmasked": 2, "size": 128}
 
 
+SHENZHEN = yaml.safe_load((ROOT / "params.yaml").read_text())["dataset_defs"]["shenzhen"]
+
+
+def cxr_definition(size: int, score_size: int, normalise: str, split: dict | None = None) -> dict:
+    """A chest X-ray dataset definition as the config layer hands it to preprocess and augment:
+    Shenzhen's, at `size` px scored at `score_size`, normalised by `normalise`."""
+    preprocess = {**SHENZHEN["preprocess"], "size": size, "score_size": score_size}
+    return {
+        **SHENZHEN,
+        "preprocess": {**preprocess, "normalise": normalise},
+        "split": dict(split or SHENZHEN["split"]),
+    }
+
+
 def complete_preset(overlay: dict, values: dict) -> dict:
     """`overlay` as a preset of `values` (a params dict): every dataset and model listed."""
     listing = {defs: dict.fromkeys(values[defs], {}) for defs in ("dataset_defs", "model_defs")}

@@ -25,8 +25,12 @@ original height and width are kept in split.csv.
 Output (``data/processed/<dataset>/``), the same format as the EM sets so that training and
 inference need no CXR-specific code:
 
-- ``images/<id>.tif``: float32, intensities scaled to [0, 1] by the dtype maximum, then
-  z-scored with the mean and standard deviation of the *train* split only.
+- ``unit/<id>.tif``: float32, intensities scaled to [0, 1] by the dtype maximum and resized:
+  what acquisition shifts act on (the augment stage's acquisition shifts, evaluate's shift test).
+- ``images/<id>.tif``: float32, the ``unit/`` image normalised by ``preprocess.normalise``
+  (:mod:`unetflow.data.intensity`): ``train_zscore``, z-scored with the mean and standard
+  deviation of the *train* split only, or ``image_window``, each image clipped to its own
+  ``preprocess.window_pct`` percentiles and z-scored with its own mean and std.
 - ``masks/<id>.png``: uint8 {0, 1}, **1 = lung**: the raw mask, on the 0-255 scale (a {0, 1}
   mask counts as {0, 255}), resized like the image and thresholded at
   ``>= preprocess.label_threshold`` (default 128).
@@ -35,7 +39,8 @@ inference need no CXR-specific code:
 - ``split.csv``: :data:`SPLIT_COLUMNS`, sorted by id; ``source`` and ``mask_source`` are raw
   relative paths, ``height``/``width`` the original size, ``finding`` is ``normal`` or
   ``abnormal`` and ``findings`` the original text. No ``predict`` rows.
-- ``stats.json``: normalisation statistics, size, label convention, counts per split and per
+- ``stats.json``: the normalisation record (``normalisation``), the train split's mean and std,
+  size, label convention, counts per split and per
   split x stratum, the left-out (unmasked) images and the metadata source.
 
 The split is seeded and stratified by sex x finding (:func:`unetflow.data.splits.stratified_split`).
@@ -47,7 +52,6 @@ import csv
 import json
 import logging
 import re
-import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -57,9 +61,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unetflow.data.intensity import DEFAULT_WINDOW_PCT, normalisation_for, normalise
 from unetflow.data.splits import split_fractions, stratified_split
 from unetflow.io.images import (
     ImageError,
+    read_float_tiff,
     read_gray,
     resize_image,
     unit_intensities,
@@ -67,7 +73,7 @@ from unetflow.io.images import (
     write_png,
 )
 from unetflow.io.outputs import staged_dir
-from unetflow.io.processed import SCORE_MASKS, DataError
+from unetflow.io.processed import SCORE_MASKS, UNIT_DIR, DataError
 from unetflow.io.progress import progress
 
 log = logging.getLogger(__name__)
@@ -147,6 +153,8 @@ def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
     """
     raw, out = Path(raw), Path(out)
     size, threshold, score_size = _preprocess_settings(cfg["preprocess"])
+    method = cfg["preprocess"]["normalise"]
+    window_pct = cfg["preprocess"].get("window_pct", DEFAULT_WINDOW_PCT)
     fractions = split_fractions(cfg["split"])
     scan = scan_raw(raw)
     split_of = stratified_split(
@@ -154,12 +162,9 @@ def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
     )
 
     with staged_dir(out) as work:
-        (work / "images").mkdir()
-        (work / "masks").mkdir()
-        if score_size != size:
-            (work / SCORE_MASKS).mkdir()
-        scratch = work / ".scaled"  # [0, 1] images at the output size, until stats are known
-        scratch.mkdir()
+        folders = ("images", "masks", UNIT_DIR) + ((SCORE_MASKS,) if score_size != size else ())
+        for folder in folders:
+            (work / folder).mkdir()
         train_parts: list[tuple[int, float, float]] = []
         rows: list[dict[str, Any]] = []
         for case in progress(scan.cases, desc="read chest X-rays", unit="image"):
@@ -181,22 +186,23 @@ def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
             if split_of[case.id] == "train":
                 m = float(scaled.mean())
                 train_parts.append((scaled.size, m, float(np.square(scaled - m).sum())))
-            np.save(scratch / f"{case.id}.npy", scaled.astype(np.float32))
+            write_float_tiff(work / UNIT_DIR / f"{case.id}.tif", scaled.astype(np.float32), level=1)
             rows.append(_row(case, split_of[case.id], image.shape))
 
         mean, std = _combine_stats(train_parts)
         if not std > 0:
             raise DataError(f"{raw}: train images are constant (std 0); expected X-rays")
+        record = normalisation_for(method, mean=mean, std=std, window_pct=window_pct)
         for case in progress(scan.cases, desc="normalise chest X-rays", unit="image"):
-            scaled = np.load(scratch / f"{case.id}.npy")
-            write_float_tiff(work / "images" / f"{case.id}.tif", (scaled - mean) / std, level=1)
-        shutil.rmtree(scratch)
+            scaled = read_float_tiff(work / UNIT_DIR / f"{case.id}.tif")
+            write_float_tiff(work / "images" / f"{case.id}.tif", normalise(scaled, record), level=1)
 
         table = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values("id", ignore_index=True)
         table.to_csv(work / "split.csv", index=False)
         (work / "stats.json").write_text(
             json.dumps(
-                _stats(table, scan, mean, std, (size, score_size), threshold, fractions), indent=2
+                _stats(table, scan, record, (mean, std), (size, score_size), threshold, fractions),
+                indent=2,
             )
             + "\n"
         )
@@ -432,8 +438,8 @@ def _row(case: Case, split: str, shape: tuple[int, ...]) -> dict[str, Any]:
 def _stats(
     table: pd.DataFrame,
     scan: Scan,
-    mean: float,
-    std: float,
+    record: dict[str, Any],
+    train_stats: tuple[float, float],
     sizes: tuple[int, int],
     threshold: int,
     fractions: Mapping[str, Fraction],
@@ -448,10 +454,12 @@ def _stats(
     size, score_size = sizes
     resized = int(((table["height"] != size) | (table["width"] != size)).sum())
     stats: dict[str, Any] = {
-        "mean": mean,
-        "std": std,
+        "mean": train_stats[0],
+        "std": train_stats[1],
         "computed_on": "train",
-        "scaling": "intensities divided by the dtype maximum to [0, 1], resized, then z-scored",
+        "normalisation": record,
+        "scaling": "intensities divided by the dtype maximum to [0, 1] and resized (unit/), "
+        f"then normalised by {record['method']} (images/)",
         "size": size,
         "resize": "bilinear to size x size (edge mode, anti-aliased when shrinking), "
         "aspect ratio not kept",

@@ -23,14 +23,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.inference.tiling import (
-    predict_probability,
-    to_mask,
-)
+from unetflow.inference.tiling import predict_probability, resized_probability, to_mask
 from unetflow.io.images import (
     read_gray,
     read_processed_image,
-    resize_image,
     write_float_tiff,
     write_png,
 )
@@ -79,9 +75,7 @@ def infer_dataset(
             )
             score_mask = processed / SCORE_MASKS / f"{sid}.png"
             if score_mask.is_file():  # scored at another resolution than trained at
-                prob = np.clip(resize_image(prob, read_gray(score_mask).shape), 0, 1).astype(
-                    np.float32
-                )
+                prob = resized_probability(prob, read_gray(score_mask).shape)
             mask = to_mask(prob, infer_cfg["threshold"])
             write_float_tiff(work / "probabilities" / f"{sid}.tif", prob, level=1)
             write_png(work / "masks" / f"{sid}.png", mask)

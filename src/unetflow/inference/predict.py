@@ -11,10 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from unetflow.data.intensity import normalise
 from unetflow.inference.tiling import (
     InferenceError,
     check_settings,
     predict_probability,
+    resized_probability,
     to_mask,
 )
 from unetflow.io.images import (
@@ -71,13 +73,13 @@ def list_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def prepare_image(raw: np.ndarray, path: Path, meta: dict) -> np.ndarray:
-    """A raw image as the model saw its training data: [0, 1], resized (CXR), z-scored."""
+    """A raw image as the model saw its training data: [0, 1], resized (CXR), normalised as
+    the checkpoint's ``normalisation`` record says (:mod:`unetflow.data.intensity`)."""
     image = unit_intensities(raw, path).astype(np.float32)
     size = (meta.get("dataset", {}).get("preprocess") or {}).get("size")
     if size:
         image = resize_image(image, (int(size), int(size))).astype(np.float32)
-    norm = meta["normalisation"]
-    return ((image - float(norm["mean"])) / float(norm["std"])).astype(np.float32)
+    return normalise(image, meta["normalisation"])
 
 
 def predict_files(
@@ -99,7 +101,9 @@ def predict_files(
     Each image is read as grey (RGB/RGBA/palette converted), scaled to [0, 1] by its dtype
     maximum, and, when the checkpoint's dataset was resized in preprocessing
     (``preprocess.size``, the chest X-rays), stretched to size×size without keeping the aspect
-    ratio, as the 512×512 Shenzhen copies were made. The probability is stretched back to the
+    ratio, as the 512×512 Shenzhen copies were made, and normalised as the model's training
+    data were (its ``normalisation`` record: the train split's z-score or each image's own
+    percentile window and z-score). The probability is stretched back to the
     input size (bilinear) before thresholding. Every file is written atomically, so an error
     (which names the bad file) leaves only complete outputs of the images before it.
     """
@@ -123,7 +127,7 @@ def predict_files(
             device=torch_device,
             amp=amp,
         )
-        prob = np.clip(resize_image(prob, raw.shape), 0.0, 1.0).astype(np.float32)
+        prob = resized_probability(prob, raw.shape)
         with atomic_file(output / "probabilities" / f"{path.stem}.tif") as tmp:
             write_float_tiff(tmp, prob)
         with atomic_file(output / "masks" / f"{path.stem}.png") as tmp:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from unetflow.io.images import resize_image
 from unetflow.model.device import AMP_DTYPES, autocast
 from unetflow.model.unet import MeanMask, evaluating, foreground_probability
 
@@ -182,6 +183,12 @@ def _tile_probabilities(model: nn.Module, tiles: torch.Tensor, tta: bool, out: i
         prob = dihedral_inverse(foreground_probability(logits), k)
         total = prob if total is None else total + prob
     return total / len(transforms)
+
+
+def resized_probability(prob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """A probability map stretched to `shape` (bilinear, as images are resized) and clipped to
+    [0, 1], in float32: how a prediction reaches the size it is scored or delivered at."""
+    return np.clip(resize_image(prob, tuple(shape)), 0.0, 1.0).astype(np.float32)
 
 
 def to_mask(prob: np.ndarray, threshold: float) -> np.ndarray:

@@ -2,7 +2,8 @@
 
 ``data/processed/<dataset>/`` holds ``split.csv`` (one row per image: ``id``, ``split`` and,
 from preprocess, ``source``, ``index``, ``height``, ``width``), ``images/<id>.tif``,
-``masks/<id>.png`` and, for chest X-rays scored at another size, ``score_masks/<id>.png``.
+``masks/<id>.png`` and, for chest X-rays, ``unit/<id>.tif`` (the image before normalisation)
+and, when scored at another size, ``score_masks/<id>.png``.
 Kept apart from the preprocessing code so that a change of how a dataset is preprocessed
 re-runs preprocess, not every stage that only reads its output.
 """
@@ -19,6 +20,9 @@ SPLIT_COLUMNS = ["id", "split", "source", "index", "height", "width"]
 # Masks at the scoring resolution, written by CXR preprocessing when it differs from the
 # training resolution (``preprocess.score_size``); absent otherwise (scored on ``masks/``).
 SCORE_MASKS = "score_masks"
+# Chest X-rays on the [0, 1] scale at the processed size, before normalisation: what the
+# acquisition shifts of augment and of evaluate's shift test act on.
+UNIT_DIR = "unit"
 
 
 class DataError(ValueError):

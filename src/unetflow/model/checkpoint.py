@@ -7,7 +7,9 @@ A checkpoint is a plain dict of primitives and tensors, so it loads with
 - ``state_dict``: the weights (contiguous CPU tensors)
 - ``model``: the resolved ``model_defs`` entry plus ``out_channels`` (and ``name``)
 - ``dataset``: ``{"name", "kind", "preprocess"}``, to prepare new images like the training data
-- ``normalisation``: ``{"mean", "std"}`` of the [0, 1]-scaled training intensities
+- ``normalisation``: how images were normalised for the model, the record of
+  :mod:`unetflow.data.intensity` (``{"method": "train_zscore", "mean", "std"}`` or
+  ``{"method": "image_window", "window_pct"}``; without ``method``: a train z-score)
 - ``tile``: the input tile size of training and inference
 - ``train``: the training summary (epochs run, best metric, seconds, device, ...)
 - ``mean_mask_shape``: ``[H, W]``, for the mean-mask baseline only

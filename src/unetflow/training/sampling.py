@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,7 +58,7 @@ class Data:
     train: Pairs
     val: Pairs
     files: list[tuple[str, int]]
-    normalisation: dict[str, float]
+    normalisation: dict[str, Any]
     n_processed_train: int
 
 
@@ -106,15 +107,20 @@ def load_pairs(folder: Path, ids: list[str], files: list[tuple[str, int]], label
     return pairs
 
 
-def _normalisation(stats_path: Path) -> dict[str, float]:
+def _normalisation(stats_path: Path) -> dict[str, Any]:
+    """The normalisation record of stats.json (``normalisation``; a set preprocessed before
+    the choice existed gives its train ``mean`` and ``std``), for model.pt."""
     try:
         stats = json.loads(stats_path.read_text())
-        return {"mean": float(stats["mean"]), "std": float(stats["std"])}
+        if "normalisation" in stats:
+            return dict(stats["normalisation"])
+        return {"method": "train_zscore", "mean": float(stats["mean"]), "std": float(stats["std"])}
     except FileNotFoundError as exc:
         raise TrainingError(f"{stats_path}: not found; expected the normalisation stats") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise TrainingError(
-            f"{stats_path}: expected JSON with numbers 'mean' and 'std' ({exc})"
+            f"{stats_path}: expected JSON with a 'normalisation' record or numbers 'mean' and "
+            f"'std' ({exc})"
         ) from exc
 
 

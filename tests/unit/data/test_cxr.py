@@ -18,25 +18,22 @@ import yaml
 from PIL import Image
 from skimage.transform import resize
 
-from project import copy_project
+from project import copy_project, cxr_definition
 from unetflow.config import load_params, resolve
 from unetflow.data.cxr import SPLIT_COLUMNS, parse_sex_age, preprocess_cxr, scan_raw
+from unetflow.data.intensity import normalise
 from unetflow.data.splits import split_fractions, split_sizes, stratified_split
 from unetflow.data.synthetic import generate_synth_cxr
 from unetflow.io.images import read_float_tiff, read_gray, write_png
-from unetflow.io.processed import SCORE_MASKS, DataError, read_split, scoring_mask_path
+from unetflow.io.processed import SCORE_MASKS, UNIT_DIR, DataError, read_split, scoring_mask_path
 
 SPLIT = {"train": 0.6, "val": 0.2, "test": 0.2}
 SEED = 2015
 SIZE = 64
 
 
-def cfg(split: dict | None = None, size: int = SIZE) -> dict:
-    return {
-        "kind": "cxr",
-        "preprocess": {"label_threshold": 128, "size": size, "score_size": size},
-        "split": dict(SPLIT if split is None else split),
-    }
+def cfg(split: dict | None = None, size: int = SIZE, normalise: str = "train_zscore") -> dict:
+    return cxr_definition(size, size, normalise, SPLIT if split is None else split)
 
 
 def assert_stratified(split_of: dict[str, str], strata: dict[str, str], fractions: dict) -> None:
@@ -144,6 +141,47 @@ def test_synth_outputs(synth_raw: Path, synth_out: Path) -> None:
             raw, (SIZE, SIZE), order=1, mode="edge", anti_aliasing=True, preserve_range=True
         )
         np.testing.assert_array_equal(mask, shrunk >= 128)
+
+
+def test_train_zscore_images_are_the_unit_images_zscored_bytewise(synth_out: Path) -> None:
+    stats = json.loads((synth_out / "stats.json").read_text())
+    assert stats["normalisation"] == {
+        "method": "train_zscore",
+        "mean": stats["mean"],
+        "std": stats["std"],
+    }
+    for sid in read_split(synth_out)["id"]:
+        unit = read_float_tiff(synth_out / UNIT_DIR / f"{sid}.tif")
+        assert unit.dtype == np.float32 and unit.min() >= 0 and unit.max() <= 1
+        old = (unit - stats["mean"]) / stats["std"]  # how preprocess always normalised
+        assert read_float_tiff(synth_out / "images" / f"{sid}.tif").tobytes() == old.tobytes()
+
+
+def test_image_window_normalises_each_image_by_itself(
+    synth_raw: Path, synth_out: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "processed"
+    preprocess_cxr(synth_raw, out, cfg(normalise="image_window"), seed=SEED)
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["normalisation"] == {"method": "image_window", "window_pct": [1.0, 99.0]}
+    assert stats["mean"] == json.loads((synth_out / "stats.json").read_text())["mean"]
+    for name in ("split.csv", "masks"):
+        assert tree_bytes(out / name) == tree_bytes(synth_out / name)
+    for sid in read_split(out)["id"]:
+        unit = read_float_tiff(out / UNIT_DIR / f"{sid}.tif")
+        image = read_float_tiff(out / "images" / f"{sid}.tif")
+        assert unit.tobytes() == read_float_tiff(synth_out / UNIT_DIR / f"{sid}.tif").tobytes()
+        assert image.tobytes() == normalise(unit, stats["normalisation"]).tobytes()
+        assert image.mean() == pytest.approx(0, abs=1e-4) and image.std() == pytest.approx(
+            1, abs=1e-4
+        )
+
+
+def tree_bytes(path: Path) -> dict[str, bytes]:
+    """Every file under `path` (or `path` itself) by relative name, with its bytes."""
+    if path.is_file():
+        return {path.name: path.read_bytes()}
+    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*"))}
 
 
 def test_score_masks_at_score_size(synth_raw: Path, synth_out: Path, tmp_path: Path) -> None:

@@ -1,0 +1,72 @@
+"""Intensity normalisation: how an image on the [0, 1] scale becomes what a model sees.
+
+One function, :func:`normalise`, serves preprocess, the augment stage, `unetflow predict` and
+the shift test of evaluate, so that a model meets every image exactly as it met its training
+data. The method is a per-dataset choice (``preprocess.normalise``), recorded in
+``stats.json`` and in ``model.pt`` as a plain dict:
+
+- ``{"method": "train_zscore", "mean": m, "std": s}``: the [0, 1] image minus the train
+  split's mean pixel, divided by its standard deviation. Every image gets the same affine map,
+  so an X-ray with another exposure or windowing keeps its offset and lands away from
+  everything the network saw. The EM sets use it, as every chest X-ray set did before the
+  choice existed.
+- ``{"method": "image_window", "window_pct": [lo, hi]}``: each image clipped to its own
+  ``lo``-th and ``hi``-th percentile (default 1 and 99), then z-scored with its own mean and
+  std. An image and its affine change a·x + b (a > 0) map to the same array, so exposure,
+  gain and offset, what scanners and exports differ in most, no longer reach the network, and
+  no statistic of any dataset is needed. The per-image z-score is nnU-Net's default for
+  non-CT images; the percentile window before it keeps burned-in text, collimator edges and
+  saturated areas from dominating the mean and std.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+METHODS = ("train_zscore", "image_window")
+DEFAULT_WINDOW_PCT = (1.0, 99.0)
+
+
+def normalisation_for(
+    method: str, *, mean: float, std: float, window_pct: Sequence[float] = DEFAULT_WINDOW_PCT
+) -> dict[str, Any]:
+    """The normalisation record of `method`: the train statistics for ``train_zscore``, the
+    percentile window for ``image_window``."""
+    if method == "train_zscore":
+        return {"method": method, "mean": float(mean), "std": float(std)}
+    if method == "image_window":
+        lo, hi = (float(p) for p in window_pct)
+        return {"method": method, "window_pct": [lo, hi]}
+    raise ValueError(f"normalise: {method!r} is not a method; expected one of {list(METHODS)}")
+
+
+def normalise(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
+    """A [0, 1] image as the model sees it, by the normalisation `record` (module docstring).
+
+    A record without ``method`` (checkpoints written before the choice existed) is a train
+    z-score. ``train_zscore`` computes in the image's own float type, so a float32 image gives
+    the bytes preprocess has always written.
+    """
+    method = record.get("method", "train_zscore")
+    if method == "train_zscore":
+        image = np.asarray(image, dtype=np.float32)
+        return ((image - float(record["mean"])) / float(record["std"])).astype(np.float32)
+    if method == "image_window":
+        return _window_zscore(np.asarray(image, dtype=np.float64), record["window_pct"])
+    raise ValueError(
+        f"normalisation method {method!r} is not known; expected one of {list(METHODS)}"
+    )
+
+
+def _window_zscore(image: np.ndarray, window_pct: Sequence[float]) -> np.ndarray:
+    """Clip to the image's own percentile window, then z-score with its own mean and std; a
+    constant image gives zeros."""
+    lo, hi = np.percentile(image, [float(p) for p in window_pct])
+    clipped = np.clip(image, lo, hi)
+    std = float(clipped.std())
+    if not std > 0:
+        return np.zeros(image.shape, dtype=np.float32)
+    return ((clipped - float(clipped.mean())) / std).astype(np.float32)

@@ -1,0 +1,59 @@
+"""Intensity normalisation: the train z-score's exact bytes, the per-image window's invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unetflow.data.intensity import normalisation_for, normalise
+
+
+def radiograph(seed: int = 0, size: int = 64) -> np.ndarray:
+    """A smooth [0.2, 0.6] image with structure, so percentiles and moments are not trivial."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    image = 0.4 + 0.1 * np.sin(6 * x) * np.cos(4 * y) + 0.05 * rng.standard_normal((size, size))
+    return np.clip(image, 0.2, 0.6)
+
+
+@pytest.mark.parametrize("a, b", [(1.5, 0.1), (0.5, 0.3), (1.0, -0.15), (2.0, -0.3)])
+def test_image_window_maps_an_affine_change_to_the_same_array(a, b):
+    image = radiograph()
+    changed = a * image + b
+    assert changed.min() >= 0 and changed.max() <= 1  # no clipping in the change itself
+    record = normalisation_for("image_window", mean=0, std=1, window_pct=[1, 99])
+    assert np.abs(normalise(changed, record) - normalise(image, record)).max() < 1e-5
+    assert not np.allclose(changed, image)  # so that the check above can fail
+
+
+def test_image_window_clips_each_image_to_its_own_percentiles_then_zscores():
+    image = radiograph(1)
+    image[:4, :4] = 1.0  # a burned-in white marker: above the 99th percentile
+    out = normalise(image, {"method": "image_window", "window_pct": [1.0, 99.0]})
+    assert out.dtype == np.float32
+    assert out.mean() == pytest.approx(0.0, abs=1e-5) and out.std() == pytest.approx(1.0, abs=1e-5)
+    lo, hi = np.percentile(image, [1, 99])
+    clipped = np.clip(image, lo, hi)
+    expected = (clipped - clipped.mean()) / clipped.std()
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out[:4, :4].max() == pytest.approx(out.max())  # the marker is cut to the window
+
+
+def test_train_zscore_gives_the_bytes_preprocess_always_wrote():
+    image = radiograph(2).astype(np.float32)
+    mean, std = 0.41234567891, 0.0712345678
+    old = (image - mean) / std  # preprocess before the choice: float32 minus a Python float
+    new = normalise(image, normalisation_for("train_zscore", mean=mean, std=std))
+    assert new.dtype == np.float32 and new.tobytes() == old.tobytes()
+    # checkpoints written before the choice carry only mean and std
+    assert normalise(image, {"mean": mean, "std": std}).tobytes() == old.tobytes()
+
+
+def test_a_constant_image_gives_zeros_and_an_unknown_method_is_named():
+    assert not normalise(
+        np.full((8, 8), 0.3), {"method": "image_window", "window_pct": [1, 99]}
+    ).any()
+    with pytest.raises(ValueError, match="'clahe'.*train_zscore"):
+        normalise(np.zeros((4, 4)), {"method": "clahe"})
+    with pytest.raises(ValueError, match="normalise: 'zscore'"):
+        normalisation_for("zscore", mean=0, std=1)
