@@ -82,6 +82,7 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
                 "expected the fractions to sum to 1"
             )
         errors += _augment_errors(name, spec["augment"])
+        errors += _intensity_errors(name, spec)
         source = spec["source"]
         if source["type"] == "synthetic":
             needed = (
@@ -119,6 +120,32 @@ def _model_errors(name: str, model: dict[str, Any]) -> list[str]:
     if train["optimizer"] == "sgd" and train["nesterov"] and train["momentum"] <= 0:
         errors.append(f"model_defs.{name}.train.nesterov: true needs momentum > 0")
     return errors
+
+
+def _intensity_errors(name: str, spec: dict[str, Any]) -> list[str]:
+    """Normalisation choices and acquisition shifts are for chest X-rays, whose preprocessing
+    writes the [0, 1] images they act on; their ranges run from low to high."""
+    key = f"dataset_defs.{name}"
+    errors = []
+    if spec["kind"] != "cxr":
+        for part, where in (("normalise", "preprocess"), ("window_pct", "preprocess")):
+            if part in spec["preprocess"]:
+                errors.append(f"{key}.{where}.{part}: only for kind cxr (EM sets use train_zscore)")
+        if "acquisition" in spec["augment"]:
+            errors.append(f"{key}.augment.acquisition: only for kind cxr")
+    window = spec["preprocess"].get("window_pct")
+    if window is not None and not window[0] < window[1]:
+        errors.append(f"{key}.preprocess.window_pct: {window}; expected [low, high], low < high")
+    for part, (low, high) in _ranges(spec["augment"].get("acquisition") or {}):
+        if low > high:
+            errors.append(
+                f"{key}.augment.acquisition.{part}: [{low:g}, {high:g}]; expected low <= high"
+            )
+    return errors
+
+
+def _ranges(acquisition: dict[str, Any]) -> list[tuple[str, list[float]]]:
+    return [(k, v) for k, v in acquisition.items() if isinstance(v, list)]
 
 
 def _augment_errors(name: str, augment: dict[str, Any]) -> list[str]:

@@ -15,6 +15,13 @@ min-max range, a contrast factor around its mean, a brightness offset and gaussi
 the last two in units of the image's own standard deviation (so they mean the same whatever
 the dataset's normalisation).
 
+Chest X-ray sets with ``acquisition`` settings start from the [0, 1] image of ``unit/``
+instead: after the resampling and flips, a random acquisition shift
+(:func:`unetflow.data.shifts.random_acquisition`: zoom and aspect, blur, exposure, windowing,
+gamma, noise, a burned-in marker) acts on image and mask, the image is normalised by the
+record in the processed set's stats.json, and the grey-value variation follows. Its drawn
+values go to index.csv as ``acq_<name>`` columns.
+
 Every random number comes from ``numpy.random.default_rng`` seeded by (seed, image key),
 where the key is derived from the image id, so a copy does not depend on processing order
 or on which other images exist. ``elasticdeform.deform_random_grid`` is not used because
@@ -23,7 +30,6 @@ it draws from numpy's global RNG.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,9 +44,12 @@ import numpy as np
 import pandas as pd
 
 from unetflow.data.elastic import import_elasticdeform
+from unetflow.data.intensity import normalise
+from unetflow.data.seeding import image_rng
+from unetflow.data.shifts import ACQUISITION_PARAMS, random_acquisition
 from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.io.outputs import staged_dir
-from unetflow.io.processed import DataError, read_split
+from unetflow.io.processed import UNIT_DIR, DataError, read_split
 from unetflow.io.progress import progress
 from unetflow.plots import examples_figure
 
@@ -90,12 +99,13 @@ def augment_dataset(
         (work / "masks").mkdir()
         if (processed / "weights").is_dir():  # the paper's weight maps travel along
             (work / "weights").mkdir()
-        job = partial(_augment_image, processed, work, cfg, seed, copies, width)
+        record = _normalisation(processed) if cfg.get("acquisition") else None
+        job = partial(_augment_image, processed, work, cfg, seed, copies, width, record)
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
             results = pool.map(job, train_ids) if pool else map(job, train_ids)
             bar = progress(results, total=len(train_ids), desc="augment", unit="image")
             rows = [row for image_rows in bar for row in image_rows]
-        index = pd.DataFrame(rows, columns=INDEX_COLUMNS)
+        index = pd.DataFrame(rows, columns=index_columns(cfg))
         index.to_csv(work / "index.csv", index=False)
         examples = [
             (*_read_pair(processed, train_ids[i]), *_read_augmented(work, train_ids[i], k, width))
@@ -114,17 +124,36 @@ def _aug_id(sid: str, copy: int, width: int) -> str:
     return f"{sid}_aug{copy:0{width}d}"
 
 
+def index_columns(cfg: dict) -> list[str]:
+    """The columns of index.csv: every drawn parameter, and those of the acquisition shifts
+    (``acq_<name>``) when ``acquisition`` is set."""
+    extra = [f"acq_{name}" for name in ACQUISITION_PARAMS] if cfg.get("acquisition") else []
+    return INDEX_COLUMNS + extra
+
+
 def _augment_image(
-    processed: Path, work: Path, cfg: dict, seed: int, copies: int, width: int, sid: str
+    processed: Path,
+    work: Path,
+    cfg: dict,
+    seed: int,
+    copies: int,
+    width: int,
+    normalisation: dict | None,
+    sid: str,
 ) -> list[dict[str, Any]]:
-    """Write the augmented copies of one train image; its rows of index.csv."""
+    """Write the augmented copies of one train image; its rows of index.csv. With acquisition
+    shifts (`normalisation` given) the copies are made from the [0, 1] image of ``unit/``."""
     image, mask = _read_pair(processed, sid)
+    if normalisation is not None:
+        image = _read_unit(processed, sid, image.shape)
     weight_path = processed / "weights" / f"{sid}.tif"
     weights = read_float_tiff(weight_path) if weight_path.is_file() else None
-    rng = np.random.default_rng([int(seed), _id_key(sid)])
+    rng = image_rng(seed, sid)
     rows = []
     for k in range(copies):
-        aug_image, aug_mask, aug_weights, params = augment_arrays(image, mask, weights, rng, cfg)
+        aug_image, aug_mask, aug_weights, params = augment_arrays(
+            image, mask, weights, rng, cfg, normalisation
+        )
         aid = _aug_id(sid, k, width)
         write_float_tiff(work / "images" / f"{aid}.tif", aug_image, level=1)
         write_png(work / "masks" / f"{aid}.png", aug_mask)
@@ -160,23 +189,18 @@ def augment_arrays(
     weights: np.ndarray | None,
     rng: np.random.Generator,
     cfg: dict,
+    normalisation: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """:func:`augment_pair` with an optional weight map deformed by the same resampling:
     bicubic like the image (so all three stay aligned), clipped at 0 against overshoot, and
-    without the grey-value variation. Returns (image, mask, weights or None, parameters)."""
-    image = np.asarray(image, dtype=np.float32)
-    mask = np.asarray(mask)
-    if image.ndim != 2 or image.shape != mask.shape:
-        raise ValueError(
-            f"augment_pair: expected a 2-D image and a mask of the same shape, "
-            f"got {image.shape} and {mask.shape}"
-        )
-    if weights is not None and np.shape(weights) != image.shape:
-        raise ValueError(
-            f"augment_pair: weight map of shape {np.shape(weights)}; expected {image.shape}"
-        )
-    h, w = image.shape
-    pad, shift_max, grid = int(cfg["pad_px"]), int(cfg["shift_px"]), int(cfg["elastic_grid"])
+    without the grey-value variation. Returns (image, mask, weights or None, parameters).
+
+    With ``cfg["acquisition"]``, `image` is on the [0, 1] scale (``unit/``) and `normalisation`
+    its dataset's record: after the resampling and flips, a random acquisition shift
+    (:func:`unetflow.data.shifts.random_acquisition`) acts on image and mask, the image is
+    normalised, and the grey-value variation follows as without."""
+    image, mask = _checked(image, mask, weights, cfg, normalisation)
+    shift_max, grid = int(cfg["shift_px"]), int(cfg["elastic_grid"])
 
     displacement = rng.normal(0.0, 1.0, size=(2, grid, grid)) * float(cfg["elastic_sigma_px"])
     angle = float(rng.uniform(-1.0, 1.0) * float(cfg["rotation_deg"]))
@@ -187,24 +211,15 @@ def augment_arrays(
     brightness = float(rng.uniform(-1.0, 1.0) * float(cfg["brightness"]))
     contrast = float(rng.uniform(*(float(c) for c in cfg["contrast"])))
 
-    padded_image = np.pad(image, pad, mode="reflect")
-    padded_mask = np.pad((mask > 0).astype(np.uint8), pad, mode="reflect")
-    crop = (
-        slice(pad + shift_y, pad + shift_y + h),
-        slice(pad + shift_x, pad + shift_x + w),
-    )
-    arrays, orders = [padded_image, padded_mask], [3, 0]
+    arrays = [image, (mask > 0).astype(np.uint8)]
     if weights is not None:
-        arrays.append(np.pad(np.asarray(weights, dtype=np.float32), pad, mode="reflect"))
-        orders.append(3)
-    deformed = import_elasticdeform().deform_grid(
-        arrays, displacement, order=orders, mode="mirror", crop=crop, rotate=angle
+        arrays.append(np.asarray(weights, dtype=np.float32))
+    deformed = _resample(
+        arrays, int(cfg["pad_px"]), displacement, angle, (shift_y, shift_x), (flip_ud, flip_lr)
     )
-    if flip_ud:
-        deformed = [a[::-1] for a in deformed]
-    if flip_lr:
-        deformed = [a[:, ::-1] for a in deformed]
     out_image, out_mask = deformed[0], deformed[1]
+    if cfg.get("acquisition"):
+        out_image, out_mask, acquired = _acquire(out_image, out_mask, rng, cfg, normalisation)
     out_weights = (
         np.ascontiguousarray(np.clip(deformed[2], 0.0, None), dtype=np.float32)
         if weights is not None
@@ -228,12 +243,99 @@ def augment_arrays(
         "noise_std": noise_std,
         "elastic_displacement": json.dumps(np.round(displacement, 4).tolist()),
     }
+    if cfg.get("acquisition"):
+        params.update({f"acq_{name}": acquired[name] for name in ACQUISITION_PARAMS})
     return (
         np.ascontiguousarray(out_image, dtype=np.float32),
         np.ascontiguousarray(out_mask, dtype=np.uint8),
         out_weights,
         params,
     )
+
+
+def _checked(
+    image: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray | None,
+    cfg: dict,
+    normalisation: dict | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The image as float32 and the mask as an array, once their shapes fit each other (and
+    the weight map's), and acquisition shifts have a normalisation and no weight map."""
+    image = np.asarray(image, dtype=np.float32)
+    mask = np.asarray(mask)
+    if image.ndim != 2 or image.shape != mask.shape:
+        raise ValueError(
+            f"augment_pair: expected a 2-D image and a mask of the same shape, "
+            f"got {image.shape} and {mask.shape}"
+        )
+    if weights is not None and np.shape(weights) != image.shape:
+        raise ValueError(
+            f"augment_pair: weight map of shape {np.shape(weights)}; expected {image.shape}"
+        )
+    if cfg.get("acquisition") and (weights is not None or normalisation is None):
+        raise ValueError("augment: acquisition shifts need a normalisation and no weight map")
+    return image, mask
+
+
+def _resample(
+    arrays: list[np.ndarray],
+    pad: int,
+    displacement: np.ndarray,
+    angle: float,
+    shift: tuple[int, int],
+    flips: tuple[bool, bool],
+) -> list[np.ndarray]:
+    """Image, mask (and weight map) mirror-padded by `pad`, deformed and rotated by one
+    resampling (bicubic, nearest for the mask), cropped at the `shift` offset, then flipped."""
+    h, w = arrays[0].shape
+    crop = (
+        slice(pad + shift[0], pad + shift[0] + h),
+        slice(pad + shift[1], pad + shift[1] + w),
+    )
+    padded = [np.pad(a, pad, mode="reflect") for a in arrays]
+    orders = [3, 0, 3][: len(arrays)]
+    deformed = import_elasticdeform().deform_grid(
+        padded, displacement, order=orders, mode="mirror", crop=crop, rotate=angle
+    )
+    if flips[0]:
+        deformed = [a[::-1] for a in deformed]
+    if flips[1]:
+        deformed = [a[:, ::-1] for a in deformed]
+    return deformed
+
+
+def _acquire(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, cfg: dict, record: dict
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """A random acquisition shift of a resampled [0, 1] image (clipped against the bicubic
+    overshoot) and its mask, then the dataset's normalisation."""
+    unit = np.clip(image.astype(np.float64), 0.0, 1.0)
+    shifted, mask, drawn = random_acquisition(unit, mask, rng, cfg["acquisition"])
+    return normalise(shifted, record), mask, drawn
+
+
+def _normalisation(processed: Path) -> dict:
+    """The normalisation record preprocess wrote to stats.json."""
+    path = processed / "stats.json"
+    try:
+        return dict(json.loads(path.read_text())["normalisation"])
+    except (FileNotFoundError, KeyError, TypeError, ValueError) as exc:
+        raise DataError(
+            f"{path}: no normalisation record ({exc}); expected the stats of a chest X-ray set "
+            "preprocessed with preprocess.normalise"
+        ) from exc
+
+
+def _read_unit(processed: Path, sid: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The [0, 1] image of `sid` (``unit/``), of the processed image's shape."""
+    path = processed / UNIT_DIR / f"{sid}.tif"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; expected the [0, 1] image acquisition shifts act on")
+    unit = read_float_tiff(path)
+    if unit.shape != shape:
+        raise DataError(f"{path}: size {unit.shape} differs from the image's {shape}")
+    return unit
 
 
 def _gray_value(x: np.ndarray, gamma: float, contrast: float, brightness: float) -> np.ndarray:
@@ -243,11 +345,6 @@ def _gray_value(x: np.ndarray, gamma: float, contrast: float, brightness: float)
         x = lo + (hi - lo) * ((x - lo) / (hi - lo)) ** gamma
     mean, std = float(x.mean()), float(x.std())
     return (x - mean) * contrast + mean + brightness * std
-
-
-def _id_key(sid: str) -> int:
-    """A stable 64-bit integer for an id (Python's hash() is salted per process)."""
-    return int.from_bytes(hashlib.sha256(sid.encode()).digest()[:8], "little")
 
 
 def _read_pair(processed: Path, sid: str) -> tuple[np.ndarray, np.ndarray]:

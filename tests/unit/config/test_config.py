@@ -141,6 +141,42 @@ BROKEN = [
         {"augment": {"pad_px": 8}},
         r"presets\.quick -> dataset_defs\.isbi2012\.augment\.shift_px: 16 > pad_px 8",
     ),
+    (
+        "dataset_defs.shenzhen.preprocess.normalise",
+        "histogram",
+        r"dataset_defs\.shenzhen\.preprocess\.normalise: 'histogram' is not one of "
+        r"\['train_zscore', 'image_window'\]",
+    ),
+    (
+        "dataset_defs.shenzhen.preprocess.window_pct",
+        [99.0, 1.0],
+        r"dataset_defs\.shenzhen\.preprocess\.window_pct: \[99\.0, 1\.0\]; expected \[low, high\]",
+    ),
+    (
+        "dataset_defs.isbi2012.preprocess.normalise",
+        "image_window",
+        r"dataset_defs\.isbi2012\.preprocess\.normalise: only for kind cxr",
+    ),
+    (
+        "dataset_defs.isbi2012.augment.acquisition",
+        yaml.safe_load(PARAMS.read_text())["dataset_defs"]["shenzhen"]["augment"]["acquisition"],
+        r"dataset_defs\.isbi2012\.augment\.acquisition: only for kind cxr",
+    ),
+    (
+        "dataset_defs.shenzhen.augment.acquisition.zoom",
+        [1.25, 0.7],
+        r"dataset_defs\.shenzhen\.augment\.acquisition\.zoom: \[1\.25, 0\.7\]; expected low",
+    ),
+    (
+        "dataset_defs.shenzhen.augment.acquisition.marker_p",
+        1.5,
+        r"acquisition\.marker_p: 1\.5 is greater than the maximum of 1",
+    ),
+    (
+        "presets.quick.dataset_defs.shenzhen",
+        {"preprocess": {"normalise": None}},
+        r"presets\.quick -> dataset_defs\.shenzhen\.preprocess\.normalise: None is not one of",
+    ),
 ]
 
 

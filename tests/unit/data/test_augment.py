@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from project import cxr_definition
 from unetflow.data.augment import augment_arrays, augment_dataset, augment_pair
+from unetflow.data.cxr import preprocess_cxr
+from unetflow.data.shifts import ACQUISITION_PARAMS
+from unetflow.data.synthetic import generate_synth_cxr
 from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.io.logs import configure_logging
 from unetflow.io.processed import DataError
@@ -286,3 +290,80 @@ def test_dataset_weight_maps_travel_with_their_pairs(processed: Path, tmp_path: 
         inside, outside = weights[mask == 1], weights[mask == 0]
         assert np.median(inside) == pytest.approx(5.0, abs=0.05)  # 1 + 4 on the cells
         assert np.median(outside) == pytest.approx(1.0, abs=0.05)
+
+
+# --- acquisition shifts (chest X-rays) ------------------------------------------------------
+
+IDENTITY_ACQUISITION = {
+    "exposure": [1.0, 1.0],
+    "brightness": 0.0,
+    "window_pct": 0.0,
+    "gamma": [1.0, 1.0],
+    "zoom": [1.0, 1.0],
+    "aspect": [1.0, 1.0],
+    "blur_px": 0.0,
+    "noise_std": 0.0,
+    "marker_p": 0.0,
+}
+
+
+@pytest.fixture(scope="module")
+def cxr_processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A synthetic chest X-ray set preprocessed with per-image normalisation."""
+    root = tmp_path_factory.mktemp("cxr")
+    (root / "raw").mkdir()
+    generate_synth_cxr(root / "raw", n_images=10, n_unmasked=0, size=96, seed=3)
+    cfg = cxr_definition(SIZE, SIZE, "image_window")
+    preprocess_cxr(root / "raw", root / "processed", cfg, seed=1)
+    return root / "processed"
+
+
+def acquisition_cfg(**acquisition) -> dict:
+    return {**ZERO, "copies": 2, "acquisition": {**IDENTITY_ACQUISITION, **acquisition}}
+
+
+def test_acquisition_shifts_act_on_the_unit_image_before_normalisation(
+    cxr_processed: Path, tmp_path: Path
+) -> None:
+    # a gain without clipping changes nothing after per-image normalisation: the copies are
+    # the processed images, which proves both the unit image and the record were used
+    out = tmp_path / "aug"
+    augment_dataset(
+        cxr_processed, out, acquisition_cfg(exposure=[0.5, 0.5]), example_pairs=1, seed=1
+    )
+    index = pd.read_csv(out / "index.csv")
+    assert [c for c in index.columns if c.startswith("acq_")] == [
+        f"acq_{name}" for name in ACQUISITION_PARAMS
+    ]
+    assert (index["acq_exposure"] == 0.5).all() and (index["acq_marker_area"] == 0).all()
+    for row in index.itertuples():
+        copy = read_float_tiff(out / "images" / f"{row.id}.tif")
+        image = read_float_tiff(cxr_processed / "images" / f"{row.source_id}.tif")
+        np.testing.assert_allclose(copy, image, atol=1e-4)
+
+
+def test_acquisition_zoom_moves_the_mask_with_the_image(
+    cxr_processed: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "aug"
+    augment_dataset(cxr_processed, out, acquisition_cfg(zoom=[0.7, 0.7]), example_pairs=1, seed=1)
+    index = pd.read_csv(out / "index.csv")
+    for row in index.itertuples():
+        mask = read_gray(out / "masks" / f"{row.id}.png")
+        source = read_gray(cxr_processed / "masks" / f"{row.source_id}.png")
+        assert mask.sum() / source.sum() == pytest.approx(0.49, rel=0.06)
+
+
+def test_acquisition_copies_are_seeded_and_need_a_chest_xray_set(
+    cxr_processed: Path, processed: Path, tmp_path: Path
+) -> None:
+    cfg = {**FULL, "acquisition": {**IDENTITY_ACQUISITION, "gamma": [0.5, 2.0], "noise_std": 0.05}}
+    first, again = tmp_path / "first", tmp_path / "again"
+    augment_dataset(cxr_processed, first, cfg, example_pairs=1, seed=4)
+    augment_dataset(cxr_processed, again, cfg, example_pairs=1, seed=4)
+    assert (first / "index.csv").read_bytes() == (again / "index.csv").read_bytes()
+    for path in sorted((first / "images").iterdir()):
+        assert path.read_bytes() == (again / "images" / path.name).read_bytes()
+    with pytest.raises(DataError, match=r"stats.json: no normalisation record"):
+        augment_dataset(processed, tmp_path / "em", cfg, example_pairs=1, seed=4)
+    assert not (tmp_path / "em").exists()
