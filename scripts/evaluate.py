@@ -1,5 +1,6 @@
 """evaluate stage: per-image and aggregated metrics (metrics.json, per_image.csv) and figures
-for the val and test predictions of one dataset x model, and the run's row of the summary."""
+for the val and test predictions of one dataset x model, the shift test of chest X-ray models
+(shifts.csv), and the run's row of the summary."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 from unetflow.evaluation.evaluate import evaluate, summary_row
 from unetflow.evaluation.rows import write_row
+from unetflow.evaluation.shifts import ShiftModel
 from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
@@ -24,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--per-image", type=Path, required=True, help="per_image.csv to write")
     parser.add_argument("--figures", type=Path, required=True, help="figures folder to write")
     parser.add_argument("--subgroups", type=Path, required=True, help="subgroups.csv to write")
+    parser.add_argument("--shifts", type=Path, required=True, help="shifts.csv to write")
     parser.add_argument("--row", type=Path, required=True, help="the summary row to write")
     args = parser.parse_args(argv)
     params = job_params(
@@ -40,6 +43,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         out_figures=args.figures,
         live_dir=args.live,
         out_subgroups=args.subgroups,
+        out_shifts=args.shifts,
+        shift_model=ShiftModel(
+            args.checkpoint, params["infer"], params["train"]["device"], params["train"]["amp"]
+        ),
     )
     for split in ("val", "test"):
         if split in summary:

@@ -15,6 +15,7 @@ import yaml
 
 from engine_jobs import planned_jobs
 from project import copy_project, run, tree_digest
+from unetflow.data.shifts import SHIFT_NAMES
 from unetflow.io.images import read_gray
 from unetflow.model.checkpoint import load_model
 
@@ -30,7 +31,7 @@ OUTPUTS = [
     f"results/{name}/{model}/{out}"
     for name in DATASETS
     for model in MODELS
-    for out in ("predictions", "metrics.json", "per_image.csv", "explain")
+    for out in ("predictions", "metrics.json", "per_image.csv", "shifts.csv", "explain")
 ]
 
 
@@ -123,6 +124,31 @@ def test_cxr_is_trained_small_and_scored_at_the_source_mask_size(engines):
     groups = pd.read_csv(project / "results/synth_cxr/unet_modern/subgroups.csv")
     assert groups.set_index("grouping").loc["all", "n"] == (split["split"] == "test").sum()
     assert (project / "results/synth_cxr/unet_modern/figures/iou_by_age.png").is_file()
+
+
+def test_cxr_runs_get_the_shift_test_and_em_runs_an_empty_table(engines):
+    project = engines["dvc"]
+    split = pd.read_csv(project / "data/processed/synth_cxr/split.csv")
+    test_ids = list(split.loc[split["split"] == "test", "id"])
+    for model in MODELS:
+        result = project / "results/synth_cxr" / model
+        table = pd.read_csv(result / "shifts.csv")
+        assert list(table.columns) == ["id", "shift", "dice", "iou", "hd95", "assd"]
+        assert list(table["shift"].unique()) == ["clean", *SHIFT_NAMES]
+        assert sorted(table["id"].unique()) == sorted(test_ids)
+        assert len(table) == len(test_ids) * (1 + len(SHIFT_NAMES))
+        metrics = json.loads((result / "metrics.json").read_text())
+        shift = metrics["shift"]
+        assert shift["dice_clean"] == pytest.approx(metrics["test"]["dice"], abs=1e-12)
+        assert shift["dice_worst"] == min(shift["dice"].values())
+        assert (result / "figures/shifts.png").stat().st_size > 10_000
+    baseline = pd.read_csv(project / "results/synth_cxr/baseline_mean/shifts.csv")
+    means = baseline.groupby("shift")["dice"].mean()
+    assert means["exposure_dark"] == means["clean"]  # the mean mask ignores the image...
+    assert means["zoom_out"] < means["clean"] - 0.05  # ...but not where the lungs are
+    assert pd.read_csv(project / "results/synth_em/unet_modern/shifts.csv").empty
+    md = (project / "results/summary.md").read_text()
+    assert "## Under acquisition shifts" in md and "| synth_cxr | baseline_mean |" in md
 
 
 def test_explain_covers_the_cxr_unet_and_says_why_it_skips_the_others(engines):

@@ -22,6 +22,7 @@ rule evaluate:
             labels={"dataset": "{dataset}", "model": "{model}", "figure": "{name}"},
         ),
         subgroups="results/{dataset}/{model}/subgroups.csv",
+        shifts="results/{dataset}/{model}/shifts.csv",
         row="results/rows/{dataset}/{model}.json",
     log:
         "logs/{dataset}/{model}/evaluate.log",
@@ -38,4 +39,4 @@ rule evaluate:
         "--predictions {input.predictions} --live {params.live} "
         "--metrics {output.metrics} --per-image {output.per_image} "
         "--figures {output.figures} --subgroups {output.subgroups} "
-        "--row {output.row} > {log} 2>&1"
+        "--shifts {output.shifts} --row {output.row} > {log} 2>&1"

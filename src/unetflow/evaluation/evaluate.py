@@ -54,6 +54,7 @@ import pandas as pd
 from unetflow.evaluation import metrics as m
 from unetflow.evaluation.cases import panel_cases
 from unetflow.evaluation.rows import HEADLINE, ReportError, finite
+from unetflow.evaluation.shifts import SHIFT_COLUMNS, SHIFT_LABELS, ShiftModel, shift_summary
 from unetflow.evaluation.subgroups import SUBGROUP_METRICS, subgroup_table
 from unetflow.io.images import (
     ImageError,
@@ -67,7 +68,7 @@ from unetflow.io.processed import DataError, read_split, scoring_mask_path
 from unetflow.io.progress import progress
 from unetflow.model.checkpoint import CheckpointError, load_model
 from unetflow.model.unet import count_parameters
-from unetflow.plots import age_figure, curves_figure, panels_figure
+from unetflow.plots import age_figure, curves_figure, panels_figure, shifts_figure
 
 EVAL_SPLITS = ("val", "test")
 COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
@@ -150,12 +151,19 @@ def evaluate(
     out_figures: Path | None = None,
     live_dir: Path | None = None,
     out_subgroups: Path | None = None,
+    out_shifts: Path | None = None,
+    shift_model: ShiftModel | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predictions of one dataset × model; write per_image.csv, metrics.json and,
     when `out_figures` is given, the figures, and when `out_subgroups` is given, the test
     split's subgroups.csv (:mod:`unetflow.evaluation.subgroups`). Returns the metrics.json content.
     `live_dir` is the DVCLive folder of the training run (default:
-    ``<predictions>/../dvclive``), read for the learning curves only."""
+    ``<predictions>/../dvclive``), read for the learning curves only.
+
+    With `out_shifts`, chest X-rays also get the shift test of `shift_model`
+    (:mod:`unetflow.evaluation.shifts`): its table goes to `out_shifts`, its summary to the
+    ``shift`` section of metrics.json and its figure to ``shifts.png``; other kinds get a
+    table with the header only."""
     names = metric_names(kind)
     columns = per_image_names(kind)
     processed, predictions = Path(processed), Path(predictions)
@@ -179,11 +187,22 @@ def evaluate(
     )
     summary = aggregate(table, names)
     groups = subgroup_table(table)
+    test = table[table["split"] == "test"]
+    shifts = None
+    if out_shifts is not None and kind == "cxr":
+        if shift_model is None:
+            raise ValueError("evaluate: the shift test of a chest X-ray set needs shift_model")
+        shifts = shift_model.run(processed, list(test["id"]))
+        summary["shift"] = shift_summary(shifts)
 
     if out_figures is not None:
         live = Path(live_dir) if live_dir is not None else predictions.parent / "dvclive"
-        test = table[table["split"] == "test"]
-        write_figures(Path(out_figures), processed, predictions, test, live, groups)
+        write_figures(Path(out_figures), processed, predictions, test, live, groups, shifts)
+    if out_shifts is not None:
+        empty = pd.DataFrame(columns=SHIFT_COLUMNS)
+        write_text_atomic(
+            Path(out_shifts), (shifts if shifts is not None else empty).to_csv(index=False)
+        )
     if out_subgroups is not None:
         write_text_atomic(Path(out_subgroups), groups.to_csv(index=False))
     write_text_atomic(Path(out_per_image), table.to_csv(index=False))
@@ -233,7 +252,8 @@ def summary_row(
     subgroups: Path | None = None,
 ) -> dict[str, Any]:
     """The summary.csv row of one run, from its metrics.json and its model.pt; with
-    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records for summary.md."""
+    `subgroups` (the run's subgroups.csv) also its ``subgroups`` records, and for chest X-rays
+    the ``shift`` section of metrics.json, for summary.md."""
     metrics = _read_metrics(Path(metrics_path))
     try:
         net, meta = load_model(Path(checkpoint))
@@ -253,6 +273,8 @@ def summary_row(
     row["train_seconds"] = finite(train.get("seconds"))
     row["parameters"] = count_parameters(net)
     row["device"] = str(train.get("device", ""))
+    if "shift" in metrics:
+        row["shift"] = metrics["shift"]
     if subgroups is not None:
         table = pd.read_csv(subgroups)
         row["subgroups"] = [
@@ -282,9 +304,11 @@ def write_figures(
     test: pd.DataFrame,
     live_dir: Path,
     subgroups: pd.DataFrame | None = None,
+    shifts: pd.DataFrame | None = None,
 ) -> None:
-    """Write ``panels.png``, ``learning_curves.png`` and, where the images have ages,
-    ``iou_by_age.png`` (group size against IoU) into the folder `out`, atomically."""
+    """Write ``panels.png``, ``learning_curves.png``, where the images have ages,
+    ``iou_by_age.png`` (group size against IoU) and, with a shift table, ``shifts.png`` (Dice
+    per shift) into the folder `out`, atomically."""
     curves = read_curves(live_dir)
     with staged_dir(out) as work:
         rows = [_panel_row(processed, predictions, *case) for case in panel_cases(test)]
@@ -294,6 +318,8 @@ def write_figures(
         ages = age_figure(subgroups) if subgroups is not None else None
         if ages is not None:
             ages.savefig(work / "iou_by_age.png", dpi=100)
+        if shifts is not None:
+            shifts_figure(shifts, SHIFT_LABELS).savefig(work / "shifts.png", dpi=100)
 
 
 def _panel_row(

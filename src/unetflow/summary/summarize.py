@@ -71,6 +71,7 @@ def summarize(
         "",
         markdown_table(comparison, COMPARISON_COLUMNS),
         "",
+        *shift_section(summary),
         *baseline_section(summary),
         *subgroup_sections(summary),
     ]
@@ -78,6 +79,45 @@ def summarize(
     write_text_atomic(Path(out_md), "\n".join(md))
     if out_metrics is not None:
         write_text_atomic(Path(out_metrics), json.dumps(dvc_view(summary), indent=2) + "\n")
+
+
+def shift_section(summary: list[dict[str, Any]]) -> list[str]:
+    """summary.md lines: the shift test of every chest X-ray run (its ``shift`` section), the
+    clean and the worst shift's test Dice and the Dice under every shift, with each run's
+    figure; none when no run has one."""
+    runs = [run for run in summary if run.get("shift")]
+    if not runs:
+        return []
+    names = tuple(runs[0]["shift"]["dice"])
+    rows = []
+    for run in runs:
+        shift = run["shift"]
+        worst = min(shift["dice"], key=lambda name: shift["dice"][name])
+        rows.append(
+            {
+                "dataset": run["dataset"],
+                "model": run["model"],
+                "clean": shift["dice_clean"],
+                "worst": worst,
+                "Δ worst": -shift["dice_drop_worst"],
+                **shift["dice"],
+            }
+        )
+    figures = [
+        f"[{run['dataset']} / {run['model']}]({run['dataset']}/{run['model']}/figures/shifts.png)"
+        for run in runs
+    ]
+    return [
+        "## Under acquisition shifts",
+        "",
+        "Test Dice of chest X-ray models on their test images re-rendered as another "
+        "hospital's scanner might make them (exposure, windowing, gamma, zoom, blur, noise, a "
+        "burned-in text box; docs/shifts.md). `Δ worst` is the worst shift's Dice minus the "
+        "clean Dice; the goal is no worse than −0.02. Figures: " + ", ".join(figures) + ".",
+        "",
+        markdown_table(rows, ("dataset", "model", "clean", "worst", "Δ worst", *names)),
+        "",
+    ]
 
 
 BASELINE = "baseline_mean"

@@ -132,6 +132,12 @@ def test_em_per_image_values_and_aggregates(tmp_path):
         assert math.isfinite(summary["test"][name]) and math.isfinite(summary["val"][name])
 
 
+def test_em_gets_a_shift_table_with_the_header_only(tmp_path):
+    summary = run(tmp_path, "em", out_shifts=tmp_path / "out" / "shifts.csv")
+    assert "shift" not in summary
+    assert (tmp_path / "out" / "shifts.csv").read_text() == "id,shift,dice,iou,hd95,assd\n"
+
+
 def test_cxr_has_no_rand_scores_and_keeps_metadata(tmp_path):
     meta = {
         "sex": ["male", "female", "female", "male", "male"],

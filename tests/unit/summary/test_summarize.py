@@ -290,3 +290,42 @@ def test_summarize_script_takes_snakemakes_selection_over_params(tmp_path):
     assert unknown.returncode == 1
     assert "with --datasets/--models is invalid:" in unknown.stderr
     assert "models: 'unet_x' is not defined under model_defs (" in unknown.stderr
+
+
+def test_shift_section_leads_with_clean_worst_and_every_shift(tmp_path):
+    names = ["exposure_dark", "zoom_out", "text_box"]
+    shift = {
+        "dice_clean": 0.95,
+        "dice_worst": 0.9,
+        "dice_drop_worst": 0.05,
+        "dice": dict(zip(names, [0.94, 0.9, 0.93], strict=True)),
+    }
+    robust = {
+        **shift,
+        "dice_worst": 0.94,
+        "dice_drop_worst": 0.01,
+        "dice": dict.fromkeys(names, 0.94),
+    }
+    rows = [
+        hand_row("unet_modern", 0.95, 0.9, 5.0, 1.5, shift=shift),
+        hand_row("unet_andersen", 0.95, 0.9, 5.0, 1.5, shift=robust),
+        hand_row("baseline_mean", 0.8, 0.7, 40.0, 12.0),
+    ]
+    summarize(rows, tmp_path / "s.csv", tmp_path / "s.md")
+    md = (tmp_path / "s.md").read_text()
+    part = md.split("## Under acquisition shifts")[1].split("\n## ")[0]
+    assert (
+        "| dataset | model | clean | worst | Δ worst | exposure_dark | zoom_out | text_box |"
+        in part
+    )
+    assert (
+        "| synth_cxr | unet_modern | 0.9500 | zoom_out | -0.0500 | 0.9400 | 0.9000 | 0.9300 |"
+        in part
+    )
+    # ties go to the first shift in the test's order
+    assert "| synth_cxr | unet_andersen | 0.9500 | exposure_dark | -0.0100 |" in part
+    assert "[synth_cxr / unet_modern](synth_cxr/unet_modern/figures/shifts.png)" in part
+    assert "baseline_mean" not in part
+    assert pd.read_csv(tmp_path / "s.csv").columns.tolist() == list(SUMMARY_COLUMNS)
+    summarize(rows[2:], tmp_path / "t.csv", tmp_path / "t.md")
+    assert "acquisition shifts" not in (tmp_path / "t.md").read_text()
