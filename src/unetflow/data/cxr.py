@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.data.intensity import DEFAULT_WINDOW_PCT, normalisation_for, normalise
+from unetflow.data.intensity import normalisation_for, normalise
 from unetflow.data.splits import split_fractions, stratified_split
 from unetflow.io.images import (
     ImageError,
@@ -154,7 +154,7 @@ def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
     raw, out = Path(raw), Path(out)
     size, threshold, score_size = _preprocess_settings(cfg["preprocess"])
     method = cfg["preprocess"]["normalise"]
-    window_pct = cfg["preprocess"].get("window_pct", DEFAULT_WINDOW_PCT)
+    window_pct = cfg["preprocess"]["window_pct"]
     fractions = split_fractions(cfg["split"])
     scan = scan_raw(raw)
     split_of = stratified_split(

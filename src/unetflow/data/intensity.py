@@ -10,13 +10,21 @@ data. The method is a per-dataset choice (``preprocess.normalise``), recorded in
   so an X-ray with another exposure or windowing keeps its offset and lands away from
   everything the network saw. The EM sets use it, as every chest X-ray set did before the
   choice existed.
-- ``{"method": "image_window", "window_pct": [lo, hi]}``: each image clipped to its own
+- ``{"method": "image_zscore", "window_pct": [lo, hi]}``: each image clipped to its own
   ``lo``-th and ``hi``-th percentile (default 1 and 99), then z-scored with its own mean and
-  std. An image and its affine change a·x + b (a > 0) map to the same array, so exposure,
-  gain and offset, what scanners and exports differ in most, no longer reach the network, and
-  no statistic of any dataset is needed. The per-image z-score is nnU-Net's default for
-  non-CT images; the percentile window before it keeps burned-in text, collimator edges and
-  saturated areas from dominating the mean and std.
+  std (nnU-Net's default for non-CT images, with a window against outliers).
+- ``{"method": "image_window", "window_pct": [lo, hi]}``: each image's own percentile window
+  mapped to [0, 1] (clipped), then standardised with the mean and standard deviation of a
+  uniform grey level (0.5 and 1/√12), so that inputs have about unit variance. This is the
+  windowing of a radiograph viewer, done per image.
+
+Both per-image methods map an image and its affine change a·x + b (a > 0) to the same array,
+so exposure, gain and offset, what scanners and exports differ in most, no longer reach the
+network, and no statistic of any dataset is needed. They differ in what else moves the
+result: the z-score depends on the proportions of the whole image (a wider black border or
+more body in view shifts every pixel), the window only on two percentiles, which a change of
+field of view hardly moves. ``image_window`` is the chest X-ray default for that reason
+(docs/shifts.md has the measurements).
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("train_zscore", "image_window")
+METHODS = ("train_zscore", "image_zscore", "image_window")
+UNIFORM_MEAN, UNIFORM_STD = 0.5, 1.0 / np.sqrt(12.0)
 DEFAULT_WINDOW_PCT = (1.0, 99.0)
 
 
@@ -34,10 +43,10 @@ def normalisation_for(
     method: str, *, mean: float, std: float, window_pct: Sequence[float] = DEFAULT_WINDOW_PCT
 ) -> dict[str, Any]:
     """The normalisation record of `method`: the train statistics for ``train_zscore``, the
-    percentile window for ``image_window``."""
+    percentile window for the per-image methods."""
     if method == "train_zscore":
         return {"method": method, "mean": float(mean), "std": float(std)}
-    if method == "image_window":
+    if method in ("image_zscore", "image_window"):
         lo, hi = (float(p) for p in window_pct)
         return {"method": method, "window_pct": [lo, hi]}
     raise ValueError(f"normalise: {method!r} is not a method; expected one of {list(METHODS)}")
@@ -54,8 +63,10 @@ def normalise(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
     if method == "train_zscore":
         image = np.asarray(image, dtype=np.float32)
         return ((image - float(record["mean"])) / float(record["std"])).astype(np.float32)
-    if method == "image_window":
+    if method == "image_zscore":
         return _window_zscore(np.asarray(image, dtype=np.float64), record["window_pct"])
+    if method == "image_window":
+        return _window_unit(np.asarray(image, dtype=np.float64), record["window_pct"])
     raise ValueError(
         f"normalisation method {method!r} is not known; expected one of {list(METHODS)}"
     )
@@ -70,3 +81,13 @@ def _window_zscore(image: np.ndarray, window_pct: Sequence[float]) -> np.ndarray
     if not std > 0:
         return np.zeros(image.shape, dtype=np.float32)
     return ((clipped - float(clipped.mean())) / std).astype(np.float32)
+
+
+def _window_unit(image: np.ndarray, window_pct: Sequence[float]) -> np.ndarray:
+    """The image's own percentile window mapped to [0, 1], then standardised as a uniform grey
+    level; a constant image gives zeros."""
+    lo, hi = np.percentile(image, [float(p) for p in window_pct])
+    if not hi > lo:
+        return np.zeros(image.shape, dtype=np.float32)
+    unit = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    return ((unit - UNIFORM_MEAN) / UNIFORM_STD).astype(np.float32)

@@ -145,7 +145,7 @@ BROKEN = [
         "dataset_defs.shenzhen.preprocess.normalise",
         "histogram",
         r"dataset_defs\.shenzhen\.preprocess\.normalise: 'histogram' is not one of "
-        r"\['train_zscore', 'image_window'\]",
+        r"\['train_zscore', 'image_zscore', 'image_window'\]",
     ),
     (
         "dataset_defs.shenzhen.preprocess.window_pct",

@@ -16,20 +16,21 @@ def radiograph(seed: int = 0, size: int = 64) -> np.ndarray:
     return np.clip(image, 0.2, 0.6)
 
 
+@pytest.mark.parametrize("method", ["image_zscore", "image_window"])
 @pytest.mark.parametrize("a, b", [(1.5, 0.1), (0.5, 0.3), (1.0, -0.15), (2.0, -0.3)])
-def test_image_window_maps_an_affine_change_to_the_same_array(a, b):
+def test_per_image_methods_map_an_affine_change_to_the_same_array(method, a, b):
     image = radiograph()
     changed = a * image + b
     assert changed.min() >= 0 and changed.max() <= 1  # no clipping in the change itself
-    record = normalisation_for("image_window", mean=0, std=1, window_pct=[1, 99])
+    record = normalisation_for(method, mean=0, std=1, window_pct=[1, 99])
     assert np.abs(normalise(changed, record) - normalise(image, record)).max() < 1e-5
     assert not np.allclose(changed, image)  # so that the check above can fail
 
 
-def test_image_window_clips_each_image_to_its_own_percentiles_then_zscores():
+def test_image_zscore_clips_each_image_to_its_own_percentiles_then_zscores():
     image = radiograph(1)
     image[:4, :4] = 1.0  # a burned-in white marker: above the 99th percentile
-    out = normalise(image, {"method": "image_window", "window_pct": [1.0, 99.0]})
+    out = normalise(image, {"method": "image_zscore", "window_pct": [1.0, 99.0]})
     assert out.dtype == np.float32
     assert out.mean() == pytest.approx(0.0, abs=1e-5) and out.std() == pytest.approx(1.0, abs=1e-5)
     lo, hi = np.percentile(image, [1, 99])
@@ -37,6 +38,29 @@ def test_image_window_clips_each_image_to_its_own_percentiles_then_zscores():
     expected = (clipped - clipped.mean()) / clipped.std()
     np.testing.assert_allclose(out, expected, atol=1e-5)
     assert out[:4, :4].max() == pytest.approx(out.max())  # the marker is cut to the window
+
+
+def test_image_window_maps_each_images_own_window_to_unit_variance_levels():
+    image = radiograph(1)
+    image[:4, :4] = 1.0  # a burned-in white marker: above the 99th percentile
+    out = normalise(image, {"method": "image_window", "window_pct": [1.0, 99.0]})
+    lo, hi = np.percentile(image, [1, 99])
+    expected = (np.clip((image - lo) / (hi - lo), 0, 1) - 0.5) * np.sqrt(12)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+    assert out.min() == pytest.approx(-np.sqrt(3)) and out.max() == pytest.approx(np.sqrt(3))
+
+
+def test_a_wider_black_border_moves_the_z_score_but_not_the_window():
+    image = np.pad(radiograph(1)[3:-3, 3:-3], 3)  # collimated: a black border of 3 px
+    wider = np.pad(image, 16)  # more of the field collimated
+    moved = {}
+    for method in ("image_window", "image_zscore"):
+        record = {"method": method, "window_pct": [1.0, 99.0]}
+        inner = normalise(wider, record)[16:-16, 16:-16]
+        moved[method] = float(np.abs(inner - normalise(image, record)).mean())
+    # the window moves only with the 99th percentile, the z-score with every pixel
+    assert moved["image_window"] < 0.2 * moved["image_zscore"], moved
 
 
 def test_train_zscore_gives_the_bytes_preprocess_always_wrote():
