@@ -181,8 +181,10 @@ def random_acquisition(
     ``zoom`` and ``aspect`` (width against height), a uniform ``brightness`` offset in ±value,
     ``window_pct`` (up to this percentile clipped at either end, drawn per end), ``blur_px``
     (σ up to this at 512 px) and ``noise_std`` (σ up to this), and ``marker_p``, the chance of
-    a white text box of 1–6 % of the image at a random place. The same number of values is
-    drawn whatever the strengths. Returns the image, the mask and the drawn parameters.
+    a white text box of 1–6 % of the image at a random place. The parameters are drawn alike
+    whatever the strengths (only a zero noise strength draws no noise). The window follows the
+    exposure, as an export follows the detector, so gain and offset survive it only as the
+    saturation they cause. Returns the image, the mask and the drawn parameters.
     """
     p = _draw(rng, cfg)
     image = zoom(np.asarray(image, dtype=np.float64), p["zoom"], aspect=p["aspect"])
