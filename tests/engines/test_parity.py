@@ -272,8 +272,8 @@ CONTRACT_MUTATIONS = [
     ),
     (
         "dvc.yaml",
-        "      - dataset_defs.${item.dataset}.kind\n    outs:",
-        "      - dataset_defs.${item.dataset}.kind\n      - model_defs\n    outs:",
+        "      - dataset_defs.${item.dataset}.kind\n      # the shift test",
+        "      - dataset_defs.${item.dataset}.kind\n      - model_defs\n      # the shift test",
         r"evaluate params: model_defs is not the job's own entry",
     ),
     (

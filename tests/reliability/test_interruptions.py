@@ -278,6 +278,7 @@ def test_killed_inference_leaves_nothing_evaluate_accepts(reference, tmp_path):
             f"--per-image={RESULT}/per_image.csv",
             f"--figures={RESULT}/figures",
             f"--subgroups={RESULT}/subgroups.csv",
+            f"--shifts={RESULT}/shifts.csv",
             f"--row=results/rows/{DATASET}/{MODEL}.json",
         ],
         project,

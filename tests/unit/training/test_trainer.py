@@ -48,7 +48,11 @@ def test_training_lowers_loss_and_writes_best_model(
     assert summary["val_dice"] == pytest.approx(dices[best]) == summary["best_value"]
     model, meta = load_model(out / "model.pt")
     stats = json.loads((em["processed"] / "stats.json").read_text())
-    assert meta["normalisation"] == {"mean": stats["mean"], "std": stats["std"]}
+    assert meta["normalisation"] == {
+        "method": "train_zscore",
+        "mean": stats["mean"],
+        "std": stats["std"],
+    }
     assert meta["tile"] == 32 and meta["model"]["out_channels"] == 2
     assert meta["model"]["width"] == 4 and meta["dataset"]["kind"] == "em"
     assert meta["train"]["epochs"] == 3 and meta["train"]["device"] == "cpu"
