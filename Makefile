@@ -4,9 +4,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-EXTRAS := workflow,dev,slurm
+EXTRAS := workflow,dev,remote
+# The lock pins the slurm extra too (make slurm-plugin installs it beside the venv).
+LOCK_EXTRAS := $(EXTRAS),slurm
 
-.PHONY: venv demo test test-fast lint lock check-core clean
+.PHONY: venv demo test test-fast lint lock check-core clean slurm-plugin
 
 # Every package at the version the lock pins (torch's CPU build included); elasticdeform is
 # built from source against numpy 2, as the lock's --no-binary line says.
@@ -17,6 +19,17 @@ $(BIN)/unetflow: pyproject.toml $(LOCK)
 	touch $@
 
 venv: $(BIN)/unetflow
+
+# SLURM's executor plugin in a folder of its own, for PYTHONPATH=.slurm-plugin snakemake ...:
+# in the venv, every snakemake call would pay its ~9 s import where no controller answers.
+SLURM_PLUGIN := .slurm-plugin
+$(SLURM_PLUGIN)/snakemake_executor_plugin_slurm: $(BIN)/unetflow $(LOCK)
+	rm -rf $(SLURM_PLUGIN)
+	$(BIN)/pip install -q -c $(LOCK) --no-deps --target $(SLURM_PLUGIN) \
+	  snakemake-executor-plugin-slurm snakemake-executor-plugin-slurm-jobstep throttler
+	touch $@
+
+slurm-plugin: $(SLURM_PLUGIN)/snakemake_executor_plugin_slurm
 
 demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores all --config preset=quick
@@ -41,9 +54,9 @@ lock:
 	$(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip install -q --upgrade pip
 	.lock-venv/bin/pip install -q torch==2.13.0
-	.lock-venv/bin/pip install -q --no-binary elasticdeform '.[$(EXTRAS)]'
+	.lock-venv/bin/pip install -q --no-binary elasticdeform '.[$(LOCK_EXTRAS)]'
 	{ echo "# Every package unetflow installs, pinned: make lock (pip freeze of a fresh venv)."; \
-	  echo "# Used as constraints: pip install -c $(LOCK) -e '.[$(EXTRAS)]' (or '.' for the core)."; \
+	  echo "# Used as constraints: pip install -c $(LOCK) -e '.[$(LOCK_EXTRAS)]' (or '.' for the core)."; \
 	  echo "# elasticdeform's wheels are built against numpy 1.x: build it from source."; \
 	  echo "--no-binary elasticdeform"; \
 	  .lock-venv/bin/pip freeze --exclude-editable | grep -v '^unetflow' ; } > $(LOCK)
