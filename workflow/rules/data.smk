@@ -10,6 +10,8 @@ rule download:
         raw=directory("data/raw/{dataset}"),
     log:
         "logs/{dataset}/download.log",
+    benchmark:
+        "benchmarks/{dataset}/download.tsv"
     conda:
         "../envs/unetflow.yaml"
     params:
@@ -28,6 +30,8 @@ rule preprocess:
         processed=directory("data/processed/{dataset}"),
     log:
         "logs/{dataset}/preprocess.log",
+    benchmark:
+        "benchmarks/{dataset}/preprocess.tsv"
     conda:
         "../envs/unetflow.yaml"
     params:
@@ -47,6 +51,8 @@ rule augment:
         augmented=directory("data/augmented/{dataset}"),
     log:
         "logs/{dataset}/augment.log",
+    benchmark:
+        "benchmarks/{dataset}/augment.tsv"
     conda:
         "../envs/unetflow.yaml"
     params:

@@ -26,6 +26,8 @@ rule evaluate:
         row="results/rows/{dataset}/{model}.json",
     log:
         "logs/{dataset}/{model}/evaluate.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/evaluate.tsv"
     conda:
         "../envs/unetflow.yaml"
     params:

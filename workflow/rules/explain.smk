@@ -22,6 +22,8 @@ rule explain:
         ),
     log:
         "logs/{dataset}/{model}/explain.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/explain.tsv"
     conda:
         "../envs/unetflow.yaml"
     threads: 4

@@ -11,6 +11,8 @@ rule infer:
         predictions=directory("results/{dataset}/{model}/predictions"),
     log:
         "logs/{dataset}/{model}/infer.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/infer.tsv"
     conda:
         "../envs/unetflow.yaml"
     threads: 4

@@ -21,6 +21,8 @@ rule summarize:
         metrics="metrics.json",
     log:
         "logs/summarize.log",
+    benchmark:
+        "benchmarks/summarize.tsv"
     conda:
         "../envs/unetflow.yaml"
     params:

@@ -13,6 +13,8 @@ rule train:
         plots=directory("results/{dataset}/{model}/dvclive/plots/metrics"),
     log:
         "logs/{dataset}/{model}/train.log",
+    benchmark:
+        "benchmarks/{dataset}/{model}/train.tsv"
     conda:
         "../envs/unetflow.yaml"
     threads: 4
