@@ -11,6 +11,14 @@ configfile: "params.yaml"
 report: "workflow/report/workflow.rst"
 
 
+# Jobs too small to be worth a cluster job (or needing the network, which compute nodes often
+# lack): under an executor such as SLURM they run on the machine that runs Snakemake. Without
+# one (--cores) every job runs locally anyway; DVC has no such notion and needs none.
+localrules:
+    download,
+    summarize,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/training.smk"
