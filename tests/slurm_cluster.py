@@ -34,6 +34,7 @@ PARTITION = "unetflow"
 NODE = "node1"
 MIN_JOB_AGE_S = 600  # finished jobs stay visible to squeue and scontrol for the whole test
 START_TIMEOUT_S = 60
+SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")  # where srun looks without SLURM_CONF
 
 SLURM_CONF = """\
@@ -81,12 +82,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def binary(name: str) -> str | None:
+    """The path of a SLURM or munge program; the daemons live in sbin, which a user's PATH
+    may lack."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN]))
+
+
 def missing_binaries() -> list[str]:
     """SLURM and munge programs this machine lacks."""
     return [
         name
         for name in (*DAEMONS, "sbatch", "squeue", "sinfo", "scontrol", "scancel")
-        if shutil.which(name) is None
+        if binary(name) is None
     ]
 
 
@@ -122,6 +129,8 @@ class Cluster:
         }
         (self.root / "slurm.conf").write_text(SLURM_CONF.format(**values))
         (self.root / "gres.conf").write_text(GRES_CONF)
+        if SYSTEM_CONF.is_symlink() and not SYSTEM_CONF.exists():
+            SYSTEM_CONF.unlink()  # left by a test run that was killed: its folder is gone
         if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
             raise FileExistsError(f"{SYSTEM_CONF} exists: this machine has a SLURM of its own")
         SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
@@ -131,7 +140,11 @@ class Cluster:
     def _start(self, name: str, cmd: list[str]) -> None:
         log = (self.root / "log" / f"{name}.out").open("w")
         self.procs[name] = subprocess.Popen(
-            cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [binary(cmd[0]) or cmd[0], *cmd[1:]],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def start(self) -> Cluster:
