@@ -26,7 +26,7 @@ SLURM_PLUGIN := .slurm-plugin
 $(SLURM_PLUGIN)/snakemake_executor_plugin_slurm: $(BIN)/unetflow $(LOCK)
 	rm -rf $(SLURM_PLUGIN)
 	$(BIN)/pip install -q -c $(LOCK) --no-deps --target $(SLURM_PLUGIN) \
-	  snakemake-executor-plugin-slurm snakemake-executor-plugin-slurm-jobstep throttler
+	  snakemake-executor-plugin-slurm snakemake-executor-plugin-slurm-jobstep
 	touch $@
 
 slurm-plugin: $(SLURM_PLUGIN)/snakemake_executor_plugin_slurm
