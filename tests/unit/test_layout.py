@@ -24,7 +24,7 @@ STAGE_PACKAGE = {
     "explain": "explain",
 }
 # Lower layers never import higher ones: config/io/pipeline (and plots, which only draws) ->
-# data/model -> training/inference -> evaluation/explain/summary -> the CLI.
+# data/model -> training/inference -> evaluation/explain/summary/comparison -> the CLI.
 LAYER = {
     "config": 0,
     "io": 0,
@@ -37,6 +37,7 @@ LAYER = {
     "evaluation": 3,
     "explain": 3,
     "summary": 3,
+    "comparison": 3,
     "cli": 4,
 }
 # The one import against the layers, and why: training validates with the Dice and IoU of the
