@@ -282,3 +282,61 @@ def shifts_figure(table: pd.DataFrame, labels: dict[str, str]) -> Figure:
     ax.set_xlabel(f"test Dice (mean of {n} images, 95 % CI of the mean)")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize=8, frameon=False)
     return fig
+
+
+def comparison_figure(result: dict[str, Any]) -> Figure:
+    """One row per metric of a comparison (``unetflow.comparison.compare``'s dict): left,
+    each variant's mean with its 95 % CI; right, each pair's mean difference a − b with its
+    CI, a zero line, filled where the difference holds up (Holm) and hollow where it does not."""
+    metrics = list(result["metrics"])
+    if not metrics or not result["variants"]:
+        return notice("no variants to compare")
+    rows = max(len(result["variants"]), len(result["pairs"]), 1)
+    fig = Figure(figsize=(11, len(metrics) * (0.35 * rows + 1.4)), layout="constrained")
+    axes = fig.subplots(len(metrics), 2, squeeze=False)
+    for (means, diffs), metric in zip(axes, metrics, strict=True):
+        _comparison_means(means, result, metric)
+        _comparison_pairs(diffs, result, metric)
+    return fig
+
+
+def _interval_errors(centre: float, low: float | None, high: float | None) -> list[float]:
+    """Distances from `centre` to an interval's bounds for errorbar (0 where it has none)."""
+    return [0.0 if low is None else centre - low, 0.0 if high is None else high - centre]
+
+
+def _comparison_means(ax: Any, result: dict[str, Any], metric: str) -> None:
+    """Each variant's mean and 95 % CI of `metric`, in the comparison's order, top down."""
+    variants = result["variants"]
+    entries = [result["per_variant"][v][metric] for v in variants]
+    for y, entry in enumerate(entries):
+        errors = _interval_errors(entry["mean"], entry["ci_low"], entry["ci_high"])
+        ax.errorbar(entry["mean"], y, xerr=np.array([errors]).T, fmt="o", capsize=3)
+    ax.set_yticks(range(len(variants)), variants)
+    ax.set_ylim(len(variants) - 0.5, -0.5)
+    ax.set_title(f"{metric}: mean and 95 % CI ({result['metrics'][metric]} is better)")
+    ax.grid(axis="x", alpha=0.3)
+
+
+def _comparison_pairs(ax: Any, result: dict[str, Any], metric: str) -> None:
+    """Each pair's mean difference a − b of `metric` with its CI and a zero line."""
+    pairs = list(result["pairs"].values())
+    if not pairs:
+        ax.set_axis_off()
+        return
+    for y, pair in enumerate(pairs):
+        entry = pair["metrics"][metric]
+        errors = _interval_errors(entry["mean_diff"], entry["ci_low"], entry["ci_high"])
+        face = "tab:red" if entry["significant"] else "white"
+        ax.errorbar(
+            entry["mean_diff"], y, xerr=np.array([errors]).T, fmt="o", capsize=3,
+            color="tab:red", markerfacecolor=face,
+        )  # fmt: skip
+    ax.axvline(0.0, color="black", linewidth=1)
+    ax.set_yticks(range(len(pairs)), [f"{p['a']} − {p['b']}" for p in pairs])
+    ax.set_ylim(len(pairs) - 0.5, -0.5)
+    better = "a better →" if result["metrics"][metric] == "higher" else "← a better"
+    alpha = result["settings"]["alpha"]
+    ax.set_title(f"{metric}: a − b, 95 % CI (filled: Holm p < {alpha})")
+    ax.set_xlabel(better)
+    ax.grid(axis="x", alpha=0.3)
