@@ -26,6 +26,7 @@ include: "workflow/rules/inference.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/explain.smk"
+include: "workflow/rules/comparison.smk"
 
 
 rule all:
@@ -38,6 +39,9 @@ rule all:
             model=config["models"],
         ),
         summary="results/summary.md",
+        comparisons=expand(
+            "results/{dataset}/comparison.json", dataset=config["datasets"]
+        ),
         explain=expand(
             "results/{dataset}/{model}/explain",
             dataset=config["datasets"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.pipeline.stage import job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import add_fold, job_params, run_stage, stage_parser
 from unetflow.training.trainer import train
 
 
@@ -23,6 +23,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-out", type=Path, required=True, help="results/<d>/<m>/model.pt")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive folder")
     parser.add_argument("--checkpoints", type=Path, required=True, help="resume checkpoints")
+    add_fold(parser)
+    parser.add_argument("--seed", type=int, help="the training seed (default: params' seed)")
     args = parser.parse_args(argv)
     params = job_params(
         args.params, "train", preset=args.preset, dataset=args.dataset, model=args.model
@@ -36,10 +38,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         model_cfg=params["model_defs"][args.model],
         train_cfg=params["train"],
         infer_cfg=params["infer"],
-        seed=params["seed"],
+        seed=params["seed"] if args.seed is None else args.seed,
         model_out=args.model_out,
         live_dir=args.live,
         checkpoint_dir=args.checkpoints,
+        fold=args.fold,
     )
 
 

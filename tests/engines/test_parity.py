@@ -50,6 +50,24 @@ def without_selection(cmd: str, project: Path | None) -> str:
     return cmd[: match.start()]
 
 
+REPLICATES = re.compile(
+    r" --models (?P<models>[\w ]+) --folds (?P<folds>[\d ]*) --seeds (?P<seeds>[\d ]*)$"
+)
+
+
+def without_replicates(cmd: str, project: Path | None) -> str:
+    """Snakemake's compare command without the `--models ... --folds ... --seeds ...` it
+    appends, for the reason of :func:`without_selection`; checked against `project`'s."""
+    match = REPLICATES.search(cmd)
+    assert match, f"compare passes no selection: {cmd!r}"
+    if project is not None:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        assert match["models"].split() == params["models"], cmd
+        assert [int(f) for f in match["folds"].split()] == params["folds"], cmd
+        assert [int(s) for s in match["seeds"].split()] == params["seeds"], cmd
+    return cmd[: match.start()]
+
+
 def differences(snakemake: dict, dvc: dict, project: Path | None = None) -> list[str]:
     """Human-readable differences between the two engines' job tables (`project`: whose
     params.yaml DVC read, to check Snakemake's selection against)."""
@@ -60,6 +78,8 @@ def differences(snakemake: dict, dvc: dict, project: Path | None = None) -> list
         smk["deps"] = folder_deps(smk["deps"], dvc[name]["deps"], dvc)
         if name == "summarize":
             smk["cmd"] = without_selection(smk["cmd"], project)
+        if name.startswith("compare@"):
+            smk["cmd"] = without_replicates(smk["cmd"], project)
         for field in ("cmd", "deps", "outs", "params"):
             if smk[field] != dvc[name][field]:
                 problems.append(
@@ -130,7 +150,7 @@ def test_both_engines_define_the_same_jobs(tmp_path, preset):
     assert differences(snakemake, dvc, project) == []
     per_stage = Counter(name.split("@")[0] for name in dvc)
     assert per_stage == {
-        **{stage: len(ALL_DATASETS) for stage in ("download", "preprocess", "augment")},
+        **{stage: len(ALL_DATASETS) for stage in ("download", "preprocess", "augment", "compare")},
         **{
             stage: len(ALL_DATASETS) * len(ALL_MODELS)
             for stage in ("train", "infer", "evaluate", "explain")
@@ -154,6 +174,7 @@ def test_command_line_selection_matches(tmp_path):
     assert differences(snakemake, dvc_jobs(project), project) == []
     assert sorted(snakemake) == [
         "augment@isbi2012",
+        "compare@isbi2012",
         "download@isbi2012",
         "evaluate@isbi2012-baseline_mean",
         "evaluate@isbi2012-unet_modern",

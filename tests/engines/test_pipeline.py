@@ -25,14 +25,17 @@ DATASETS = ["synth_em", "isbi2012", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
 # Snakemake's marker in directory outputs; DVC writes none.
 SNAKEMAKE_OWN = (".snakemake_timestamp",)
-OUTPUTS = [
-    f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS
-] + [
-    f"results/{name}/{model}/{out}"
-    for name in DATASETS
-    for model in MODELS
-    for out in ("predictions", "metrics.json", "per_image.csv", "shifts.csv", "explain")
-]
+OUTPUTS = (
+    [f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS]
+    + [
+        f"results/{name}/{model}/{out}"
+        for name in DATASETS
+        for model in MODELS
+        for out in ("predictions", "metrics.json", "per_image.csv", "shifts.csv", "explain")
+    ]
+    + [f"results/{name}/comparison.{ext}" for name in DATASETS for ext in ("json", "md", "png")]
+    + [f"results/scores/{name}" for name in DATASETS]
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +60,8 @@ def test_both_engines_produce_identical_outputs(engines):
                 f"{out} differs between engines"
             )
     augmented = engines["dvc"] / "data/augmented/isbi2012"
-    assert len(list((augmented / "images").glob("*.tif"))) == 20  # 20 train slices x 1 copy
+    # every labelled slice (each trains in some fold) x 1 copy
+    assert len(list((augmented / "images").glob("*.tif"))) == 30
     assert (augmented / "examples.png").stat().st_size > 10_000
     assert not list((engines["dvc"] / "data").rglob(".*partial-*"))
     for name in DATASETS:
@@ -75,6 +79,22 @@ def test_both_engines_produce_identical_outputs(engines):
     predictions = engines["dvc"] / "results/isbi2012/unet_modern/predictions"
     assert len(list((predictions / "masks").glob("*.png"))) == 5 + 5 + 30  # val, test, predict
     assert (predictions / "isbi_submission.tif").is_file()
+
+
+def test_compare_pairs_the_models_on_the_same_test_images(engines):
+    """Per dataset, unet_modern against baseline_mean on every test image of the fixed split."""
+    for name in DATASETS:
+        folder = engines["dvc"] / "results" / name
+        result = json.loads((folder / "comparison.json").read_text())
+        n_test = len(pd.read_csv(folder / "unet_modern" / "per_image.csv").query("split == 'test'"))
+        assert result["variants"] == MODELS and result["n_images"] == n_test > 0
+        pair = result["pairs"]["unet_modern_vs_baseline_mean"]["metrics"]["dice"]
+        assert pair["wins"] + pair["ties"] + pair["losses"] == n_test
+        assert 0 <= pair["p"] <= pair["p_holm"] <= 1
+        modern = result["per_variant"]["unet_modern"]["dice"]
+        assert modern["ci_low"] <= modern["mean"] <= modern["ci_high"]
+        assert result["replicates"]["unet_modern"] == {"seeds": [2015], "folds": [-1]}
+        assert "## dice (higher is better)" in (folder / "comparison.md").read_text()
 
 
 def test_summary_has_one_row_per_run_with_its_metrics(engines):
@@ -249,9 +269,16 @@ def test_metrics_and_params_diff_name_only_the_affected_experiments(engines):
     assert list(changed_params) == ["params.yaml"]
     assert list(changed_params["params.yaml"]) == ["model_defs.unet_modern.train.lr"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
-    assert list(diff) == ["metrics.json"], diff
+    comparisons = [f"results/{name}/comparison.json" for name in DATASETS]
+    assert sorted(diff) == sorted(["metrics.json", *comparisons]), diff
     changed = {key.rsplit(".", 1)[0] for key in diff["metrics.json"]}  # <dataset>.<model>
     assert changed == {f"{name}.unet_modern" for name in DATASETS}, diff
+    # the comparison moves with it: unet_modern's mean and CI, and its difference to the baseline
+    for comparison in comparisons:
+        keys = set(diff[comparison])
+        assert "headline.unet_modern.dice_mean" in keys, keys
+        assert "headline.unet_modern_vs_baseline_mean.dice_diff" in keys, keys
+        assert not any(key.startswith("headline.baseline_mean.") for key in keys), keys
     # every mean and std of a run is one step away
     full = "results/synth_em/unet_modern/metrics.json"
     out = run(["dvc", "metrics", "diff", "--json", "--targets", full], project)
@@ -285,6 +312,7 @@ def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(en
         "evaluate@synth_em-baseline_mean",  # the summary row names the preset
         "explain@synth_em-baseline_mean",  # a summary.json: nothing to explain
         "summarize",
+        "compare@synth_em",
     }
     assert ran == required, out.stdout
     params = yaml.safe_load((project / "params.yaml").read_text())

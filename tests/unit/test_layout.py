@@ -22,6 +22,7 @@ STAGE_PACKAGE = {
     "evaluate": "evaluation",
     "summarize": "summary",
     "explain": "explain",
+    "compare": "comparison",
 }
 # Lower layers never import higher ones: config/io/pipeline (and plots, which only draws) ->
 # data/model -> training/inference -> evaluation/explain/summary/comparison -> the CLI.

@@ -32,3 +32,17 @@ def live_dir(wildcards, input):
 def rows_dir(wildcards, input):
     """The folder of summary rows (results/rows), from the row files <rows>/<dataset>/<model>.json."""
     return str(Path(input.rows[0]).parent.parent)
+
+
+def compare_scores(wildcards):
+    """The test scores compare reads: of every selected model's fixed-split run and, when
+    folds and seeds are selected, of its replicates (dvc.yaml depends on their folder).
+    """
+    runs = expand("results/scores/{{dataset}}/{model}.csv", model=config["models"])
+    replicates = expand(
+        "results/scores/{{dataset}}/{model}/fold{fold}_seed{seed}.csv",
+        model=config["models"],
+        fold=config["folds"],
+        seed=config["seeds"],
+    )
+    return [path.format(dataset=wildcards.dataset) for path in runs + replicates]

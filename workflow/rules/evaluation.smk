@@ -23,6 +23,7 @@ rule evaluate:
         ),
         subgroups="results/{dataset}/{model}/subgroups.csv",
         shifts="results/{dataset}/{model}/shifts.csv",
+        scores="results/scores/{dataset}/{model}.csv",
         row="results/rows/{dataset}/{model}.json",
     log:
         "logs/{dataset}/{model}/evaluate.log",
@@ -39,6 +40,6 @@ rule evaluate:
         "--dataset {wildcards.dataset} --model {wildcards.model} "
         "--checkpoint {input.checkpoint} --processed {input.processed} "
         "--predictions {input.predictions} --live {params.live} "
-        "--metrics {output.metrics} --per-image {output.per_image} "
+        "--metrics {output.metrics} --per-image {output.per_image} --scores {output.scores} "
         "--figures {output.figures} --subgroups {output.subgroups} "
         "--shifts {output.shifts} --row {output.row} > {log} 2>&1"

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from unetflow.comparison.runs import FIXED_SPLIT
+
 #: Decimals of a metric's values (distances in pixels need fewer than overlaps).
 DECIMALS = {"hd95": 2, "assd": 2}
 
@@ -48,7 +50,8 @@ def comparison_markdown(result: dict[str, Any]) -> str:
 def replicate_line(result: dict[str, Any]) -> str:
     """Which seeds and folds each variant's scores come from."""
     parts = [
-        f"`{v}`: {len(r['seeds'])} seed(s) {r['seeds']}, fold(s) {r['folds']}"
+        f"`{v}`: {len(r['seeds'])} seed(s) {r['seeds']}, "
+        + ("the fixed split" if r["folds"] == [FIXED_SPLIT] else f"fold(s) {r['folds']}")
         for v, r in result["replicates"].items()
     ]
     return "Replicates: " + "; ".join(parts) + "."

@@ -65,6 +65,7 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
             if name not in params[defs]:
                 known = sorted(params[defs])
                 errors.append(f"{key}: '{name}' is not defined under {defs} ({known})")
+    errors += _replicate_errors(params)
     if params["preset"] not in params["presets"]:
         errors.append(f"preset: '{params['preset']}' is not one of {sorted(params['presets'])}")
     for name, model in params["model_defs"].items():
@@ -162,4 +163,18 @@ def _augment_errors(name: str, augment: dict[str, Any]) -> list[str]:
         low, high = augment[part]
         if low > high:
             errors.append(f"{key}.{part}: [{low:g}, {high:g}]; expected [low, high], low <= high")
+    return errors
+
+
+def _replicate_errors(params: dict[str, Any]) -> list[str]:
+    """Folds and seeds come together, and each fold exists in every selected dataset."""
+    folds, seeds = params["folds"], params["seeds"]
+    if bool(folds) != bool(seeds):
+        return ["folds, seeds: give both (each fold x seed is a run) or neither"]
+    errors = []
+    for name in params["datasets"]:
+        k = params["dataset_defs"].get(name, {}).get("folds")
+        bad = [f for f in folds if k is not None and f >= k]
+        if bad:
+            errors.append(f"folds: {bad} not folds of {name} (dataset_defs.{name}.folds = {k})")
     return errors

@@ -49,7 +49,7 @@ from unetflow.data.seeding import image_rng
 from unetflow.data.shifts import ACQUISITION_PARAMS, random_acquisition
 from unetflow.io.images import read_float_tiff, read_gray, write_float_tiff, write_png
 from unetflow.io.outputs import staged_dir
-from unetflow.io.processed import UNIT_DIR, DataError, read_split
+from unetflow.io.processed import SPLIT_NAMES, UNIT_DIR, DataError, read_split
 from unetflow.io.progress import progress
 from unetflow.plots import examples_figure
 
@@ -75,7 +75,9 @@ INDEX_COLUMNS = [
 def augment_dataset(
     processed: Path, out: Path, cfg: dict, *, example_pairs: int, seed: int, workers: int = 1
 ) -> dict[str, float]:
-    """Write ``cfg["copies"]`` augmented copies of every train image of `processed` to `out`.
+    """Write ``cfg["copies"]`` augmented copies of every labelled image (train, val and test:
+    each trains in some cross-validation fold) of `processed` to `out`; train uses those of
+    its own train images.
 
     Output: ``images/<id>_aug<kk>.tif`` (float32), ``masks/<id>_aug<kk>.png`` ({0, 1}),
     ``index.csv`` (one row per copy with every drawn parameter) and ``examples.png``.
@@ -86,9 +88,10 @@ def augment_dataset(
     processed, out = Path(processed), Path(out)
     import_elasticdeform()  # here, so that a broken install is named before any work
     table = read_split(processed)
-    train_ids = list(table.loc[table["split"] == "train", "id"])
-    if not train_ids:
+    if not (table["split"] == "train").any():
         raise DataError(f"{processed / 'split.csv'}: no train rows; expected at least one")
+    # every labelled image trains in some cross-validation fold; train picks its own copies
+    labelled_ids = list(table.loc[table["split"].isin(SPLIT_NAMES), "id"])
     copies = int(cfg["copies"])
     width = max(2, len(str(copies - 1)))
     workers = int(workers) or os.cpu_count() or 1
@@ -102,14 +105,17 @@ def augment_dataset(
         record = _normalisation(processed) if cfg.get("acquisition") else None
         job = partial(_augment_image, processed, work, cfg, seed, copies, width, record)
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-            results = pool.map(job, train_ids) if pool else map(job, train_ids)
-            bar = progress(results, total=len(train_ids), desc="augment", unit="image")
+            results = pool.map(job, labelled_ids) if pool else map(job, labelled_ids)
+            bar = progress(results, total=len(labelled_ids), desc="augment", unit="image")
             rows = [row for image_rows in bar for row in image_rows]
         index = pd.DataFrame(rows, columns=index_columns(cfg))
         index.to_csv(work / "index.csv", index=False)
         examples = [
-            (*_read_pair(processed, train_ids[i]), *_read_augmented(work, train_ids[i], k, width))
-            for i, k in _example_slots(len(train_ids), copies, example_pairs)
+            (
+                *_read_pair(processed, labelled_ids[i]),
+                *_read_augmented(work, labelled_ids[i], k, width),
+            )
+            for i, k in _example_slots(len(labelled_ids), copies, example_pairs)
         ]
         examples_figure(examples).savefig(work / "examples.png", dpi=80)
     seconds = time.perf_counter() - start
@@ -141,7 +147,7 @@ def _augment_image(
     normalisation: dict | None,
     sid: str,
 ) -> list[dict[str, Any]]:
-    """Write the augmented copies of one train image; its rows of index.csv. With acquisition
+    """Write the augmented copies of one labelled image; its rows of index.csv. With acquisition
     shifts (`normalisation` given) the copies are made from the [0, 1] image of ``unit/``."""
     image, mask = _read_pair(processed, sid)
     if normalisation is not None:
@@ -352,7 +358,7 @@ def _read_pair(processed: Path, sid: str) -> tuple[np.ndarray, np.ndarray]:
     mask_path = processed / "masks" / f"{sid}.png"
     for path in (image_path, mask_path):
         if not path.is_file():
-            raise DataError(f"{path}: missing; split.csv lists {sid} as a train image")
+            raise DataError(f"{path}: missing; split.csv lists {sid} as a labelled image")
     image = read_float_tiff(image_path)
     mask = read_gray(mask_path)
     if mask.shape != image.shape:

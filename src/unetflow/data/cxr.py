@@ -43,7 +43,9 @@ inference need no CXR-specific code:
   size, label convention, counts per split and per
   split x stratum, the left-out (unmasked) images and the metadata source.
 
-The split is seeded and stratified by sex x finding (:func:`unetflow.data.splits.stratified_split`).
+The split is seeded and stratified by sex x finding (:func:`unetflow.data.splits.stratified_split`),
+and so are the cross-validation folds of ``folds.csv``
+(:func:`unetflow.data.folds.stratified_folds`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unetflow.data.folds import folds_k, stratified_folds, write_folds
 from unetflow.data.intensity import normalisation_for, normalise
 from unetflow.data.splits import split_fractions, stratified_split
 from unetflow.io.images import (
@@ -199,6 +202,10 @@ def preprocess_cxr(raw: Path, out: Path, cfg: dict, *, seed: int) -> None:
 
         table = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values("id", ignore_index=True)
         table.to_csv(work / "split.csv", index=False)
+        ids, strata = [c.id for c in scan.cases], [c.stratum for c in scan.cases]
+        k = folds_k(cfg, len(ids), raw)
+        if k is not None:
+            write_folds(work, stratified_folds(ids, strata, k, seed))
         (work / "stats.json").write_text(
             json.dumps(
                 _stats(table, scan, record, (mean, std), (size, score_size), threshold, fractions),

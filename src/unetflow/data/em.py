@@ -26,9 +26,11 @@ column of split.csv:
   are correlated, so a random split would leak); the unlabeled test stack's slices are
   ``testslice_NN`` with split ``predict``.
 - ``stats.json``: the normalisation statistics, the label convention and the split counts.
-- ``weights/<id>.tif`` (float32, train slices only) and ``weight_map.png`` (the first train
-  mask beside its map), when ``preprocess.weight_map`` is set: the U-Net paper's border
-  weight map (:mod:`unetflow.data.weightmaps`; keys ``w0``, ``sigma``, ``where``).
+- ``folds.csv``: the cross-validation fold of every labelled slice (contiguous blocks).
+- ``weights/<id>.tif`` (float32, every labelled slice: each trains in some fold) and
+  ``weight_map.png`` (the first train mask beside its map), when ``preprocess.weight_map``
+  is set: the U-Net paper's border weight map (:mod:`unetflow.data.weightmaps`; keys ``w0``,
+  ``sigma``, ``where``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from unetflow.data.folds import contiguous_folds, folds_k, write_folds
 from unetflow.io.images import (
     ImageError,
     read_gray,
@@ -113,7 +116,7 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
             write_float_tiff(work / "images" / f"{sid}.tif", (image - mean) / std, level=1)
             write_png(work / "masks" / f"{sid}.png", mask)
             rows.append(_row(sid, split_of[sl.index], sl, image.shape))
-            if weight_cfg is not None and split_of[sl.index] == "train":
+            if weight_cfg is not None:  # every labelled slice trains in some fold
                 _write_weight_map(work, sid, mask, weight_cfg)
 
         for sl in progress(unlabelled, desc="normalise test slices", unit="slice"):
@@ -124,6 +127,10 @@ def preprocess_em(raw: Path, out: Path, cfg: dict) -> None:
 
         table = pd.DataFrame(rows, columns=SPLIT_COLUMNS).sort_values("id", ignore_index=True)
         table.to_csv(work / "split.csv", index=False)
+        labelled = [row["id"] for row in rows if row["split"] != PREDICT_SPLIT]
+        k = folds_k(cfg, len(labelled), raw)
+        if k is not None:
+            write_folds(work, contiguous_folds(labelled, k))
         counts = {name: int((table["split"] == name).sum()) for name in ranges}
         counts[PREDICT_SPLIT] = len(unlabelled)
         stats = {

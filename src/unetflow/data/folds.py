@@ -1,7 +1,8 @@
 """Cross-validation folds of the labelled images, so that every labelled image is tested once
 and per-image scores pool over folds (n = 30 ISBI slices, n = 566 Shenzhen images).
 
-Fold ``f`` tests its own images, validates on fold ``(f + 1) % k`` and trains on the rest:
+Fold ``f`` tests its own images, validates on fold ``(f + 1) % k`` and trains on the rest
+(:func:`unetflow.io.processed.fold_split`):
 with k = 6 on ISBI's 30 slices that is 20 / 5 / 5 slices, with k = 5 on Shenzhen 60 / 20 / 20 %,
 the proportions of the fixed splits. Validation never touches the test fold.
 """
@@ -10,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
+
+import pandas as pd
 
 from unetflow.data.splits import split_sizes, stratified_split
+from unetflow.io.processed import FOLDS_FILE, DataError
 
 
 def contiguous_folds(ids: Sequence[str], k: int) -> dict[str, int]:
@@ -40,14 +45,23 @@ def stratified_folds(
     return {sid: int(name) for sid, name in split.items()}
 
 
-def fold_split(fold_of: Mapping[str, int], fold: int, k: int) -> dict[str, str]:
-    """The train/val/test split of cross-validation fold `fold`: ``{id: split}``."""
-    if not 0 <= fold < k:
-        raise ValueError(f"fold {fold}: expected 0 <= fold < k = {k}")
-    val = (fold + 1) % k
-    return {
-        sid: "test" if f == fold else "val" if f == val else "train" for sid, f in fold_of.items()
-    }
+def folds_k(cfg: Mapping, n: int, where: Path) -> int | None:
+    """The dataset definition's ``folds`` (k), checked against the `n` labelled images; None
+    where the definition has none (a library caller's partial one: no folds.csv then)."""
+    if cfg.get("folds") is None:
+        return None
+    k = int(cfg["folds"])
+    if k > n:
+        raise DataError(
+            f"{where}: {n} labelled images cannot make folds: {k} folds; expected folds <= {n}"
+        )
+    return k
+
+
+def write_folds(folder: Path, fold_of: Mapping[str, int]) -> None:
+    """``<folder>/folds.csv``: ``id,fold`` sorted by id."""
+    table = pd.DataFrame(sorted(fold_of.items()), columns=["id", "fold"])
+    table.to_csv(Path(folder) / FOLDS_FILE, index=False)
 
 
 def _check_k(n: int, k: int) -> None:

@@ -153,6 +153,8 @@ def evaluate(
     out_subgroups: Path | None = None,
     out_shifts: Path | None = None,
     shift_model: ShiftModel | None = None,
+    fold: int | None = None,
+    out_scores: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate the predictions of one dataset × model; write per_image.csv, metrics.json and,
     when `out_figures` is given, the figures, and when `out_subgroups` is given, the test
@@ -163,11 +165,13 @@ def evaluate(
     With `out_shifts`, chest X-rays also get the shift test of `shift_model`
     (:mod:`unetflow.evaluation.shifts`): its table goes to `out_shifts`, its summary to the
     ``shift`` section of metrics.json and its figure to ``shifts.png``; other kinds get a
-    table with the header only."""
+    table with the header only. With `fold`, the val and test images are those of that
+    cross-validation fold. `out_scores` gets the test images' metrics (``id`` and
+    :func:`metric_names`), what the compare stage reads."""
     names = metric_names(kind)
     columns = per_image_names(kind)
     processed, predictions = Path(processed), Path(predictions)
-    split = read_split(processed)
+    split = read_split(processed, fold)
     rows = pd.concat([split[split["split"] == s] for s in EVAL_SPLITS], ignore_index=True)
     metadata = [c for c in split.columns if c not in ("id", "split")]
 
@@ -206,6 +210,9 @@ def evaluate(
     if out_subgroups is not None:
         write_text_atomic(Path(out_subgroups), groups.to_csv(index=False))
     write_text_atomic(Path(out_per_image), table.to_csv(index=False))
+    if out_scores is not None:
+        scores = test[["id", *names]].to_csv(index=False)
+        write_text_atomic(Path(out_scores), scores)
     write_text_atomic(Path(out_metrics), json.dumps(summary, indent=2) + "\n")
     return summary
 

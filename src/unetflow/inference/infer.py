@@ -47,8 +47,10 @@ def infer_dataset(
     infer_cfg: dict,
     device: str = "auto",
     amp: str = "none",
+    fold: int | None = None,
 ) -> dict:
-    """Predict every val/test/predict image of a processed dataset into `out` (module docstring).
+    """Predict every val/test/predict image of a processed dataset into `out` (module docstring);
+    with `fold`, the val and test images of that cross-validation fold only.
 
     Atomic: the files appear at `out` only once all are written. Returns a summary with the
     number of images, the seconds taken and the throughput in megapixels per second.
@@ -57,8 +59,8 @@ def infer_dataset(
     torch_device = resolve_device(device)
     settings = infer_settings(infer_cfg)
     model, meta = load_model(checkpoint, torch_device)
-    table = read_split(processed)
-    rows = table[table["split"].isin(INFER_SPLITS)]
+    table = read_split(processed, fold)
+    rows = table[table["split"].isin(INFER_SPLITS if fold is None else ("val", "test"))]
     kind = meta.get("dataset", {}).get("kind")
     started = time.perf_counter()
     pixels = 0

@@ -138,33 +138,40 @@ def _split_ids(table: pd.DataFrame, split_path: Path) -> tuple[list[str], list[s
     return train_ids, val_ids
 
 
-def _load_augmented(augmented: Path, files: list[tuple[str, int]]) -> Pairs:
-    """The pairs of an augmented set, in the order of its index.csv."""
+def _load_augmented(augmented: Path, train_ids: list[str], files: list[tuple[str, int]]) -> Pairs:
+    """The copies of `train_ids` in an augmented set, in the order of its index.csv (which
+    holds copies of every labelled image, for every cross-validation fold)."""
     index_path = augmented / "index.csv"
     try:
-        aug_ids = list(pd.read_csv(index_path, dtype={"id": str})["id"])
+        index = pd.read_csv(index_path, dtype={"id": str, "source_id": str})
+        aug_ids = list(index.loc[index["source_id"].isin(train_ids), "id"])
     except FileNotFoundError as exc:
         raise TrainingError(
             f"{index_path}: not found; expected the index of an augmented set"
         ) from exc
     except (KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise TrainingError(f"{index_path}: expected a CSV with an 'id' column") from exc
+        raise TrainingError(
+            f"{index_path}: expected a CSV with 'id' and 'source_id' columns"
+        ) from exc
     files.append(("augmented/index.csv", index_path.stat().st_size))
     return load_pairs(augmented, aug_ids, files, "augmented")
 
 
-def load_data(processed: Path, augmented: Path | None, *, need_train: bool = True) -> Data:
-    """The processed train pairs, then the augmented copies (unless `need_train` is false: the
-    baseline reads the processed masks only), and the val pairs."""
+def load_data(
+    processed: Path, augmented: Path | None, *, need_train: bool = True, fold: int | None = None
+) -> Data:
+    """The processed train pairs, then their augmented copies (unless `need_train` is false:
+    the baseline reads the processed masks only), and the val pairs; of cross-validation
+    fold `fold` when given, else of split.csv."""
     files: list[tuple[str, int]] = []
-    table = read_split(processed)
+    table = read_split(processed, fold)
     files.append(("processed/split.csv", (processed / "split.csv").stat().st_size))
     normalisation = _normalisation(processed / "stats.json")
     train_ids, val_ids = _split_ids(table, processed / "split.csv")
     train = load_pairs(processed, train_ids, files, "processed")
     n_processed = len(train.ids)
     if augmented is not None and need_train:
-        train.extend(_load_augmented(augmented, files))
+        train.extend(_load_augmented(augmented, train_ids, files))
     val = load_pairs(processed, val_ids, files, "processed")
     return Data(train, val, files, normalisation, n_processed)
 

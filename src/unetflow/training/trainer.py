@@ -84,6 +84,7 @@ class Job:
     model_out: Path
     live_dir: Path
     checkpoint_dir: Path
+    fold: int | None = None  # a cross-validation fold's split instead of split.csv's
 
     def say(self, message: str) -> None:
         """Log a progress line of this job."""
@@ -100,7 +101,7 @@ class Job:
                 k: v for k, v in (self.train_cfg or {}).items() if k not in SPEED_ONLY_KEYS
             },
             "infer_cfg": self.infer_cfg,
-        }
+        } | ({} if self.fold is None else {"fold": self.fold})
 
     def meta(self, data: Data, tile: int, out_channels: int, summary: dict) -> dict[str, Any]:
         """The metadata of model_out: what inference needs to rebuild and feed the model."""
@@ -256,7 +257,7 @@ class Trainer:
         log and start the batches."""
         self.started = time.perf_counter()
         job, s = self.job, self.s
-        self.data = load_data(job.processed, job.augmented)
+        self.data = load_data(job.processed, job.augmented, fold=job.fold)
         self.use_weights = s.weight_map and use_weight_maps(self.data.train, s.loss)
         out_channels = out_channels_for(s.loss)
         self.pos_weight = self._pos_weight()
@@ -491,7 +492,7 @@ class Trainer:
 def train_mean_mask(job: Job) -> dict[str, Any]:
     """The baseline: the mean of the processed training masks, validated once."""
     started = time.perf_counter()
-    data = load_data(job.processed, None, need_train=False)
+    data = load_data(job.processed, None, need_train=False, fold=job.fold)
     masks = data.train.masks[: data.n_processed_train]
     shape = masks[0].shape
     stack = torch.stack(
@@ -549,6 +550,7 @@ def new_job(
     model_out: Path,
     live_dir: Path,
     checkpoint_dir: Path,
+    fold: int | None = None,
 ) -> Job:
     """The job of training `model_name` on `dataset`: its settings and resolved device."""
     s = settings_for(model_cfg, train_cfg, infer_cfg)
@@ -571,6 +573,7 @@ def new_job(
         model_out=Path(model_out),
         live_dir=Path(live_dir),
         checkpoint_dir=Path(checkpoint_dir),
+        fold=fold,
     )
 
 

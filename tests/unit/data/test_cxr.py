@@ -13,6 +13,7 @@ from math import ceil, floor
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
@@ -78,6 +79,27 @@ def synth_out(tmp_path_factory: pytest.TempPathFactory, synth_raw: Path) -> Path
 @pytest.fixture
 def raw_copy(tmp_path: Path, synth_raw: Path) -> Path:
     return Path(shutil.copytree(synth_raw, tmp_path / "synth_cxr"))
+
+
+def test_folds_are_stratified_over_every_masked_image(synth_out: Path) -> None:
+    table = read_split(synth_out)
+    folds = pd.read_csv(synth_out / "folds.csv", dtype={"id": str})
+    assert list(folds["id"]) == list(table["id"]) and sorted(folds["fold"].unique()) == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    strata = table["sex"] + "_" + table["finding"]
+    for stratum in strata.unique():
+        per_fold = folds.loc[(strata == stratum).to_numpy(), "fold"].value_counts()
+        n = int((strata == stratum).sum())
+        assert all(floor(n / 5) <= per_fold.get(f, 0) <= ceil(n / 5) for f in range(5)), stratum
+    fold2 = read_split(synth_out, 2)
+    assert set(fold2.loc[fold2["split"] == "test", "id"]) == set(
+        folds.loc[folds["fold"] == 2, "id"]
+    )
 
 
 def test_synth_outputs(synth_raw: Path, synth_out: Path) -> None:

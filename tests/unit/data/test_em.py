@@ -269,12 +269,23 @@ def test_read_split_errors(tmp_path: Path) -> None:
     assert list(read_split(tmp_path)["id"]) == ["NA", "null"]
 
 
-def test_weight_maps_for_the_train_slices(png_raw: Path, tmp_path: Path, stack) -> None:
+def test_folds_are_contiguous_blocks_of_the_labelled_slices(png_raw: Path, tmp_path: Path) -> None:
+    out = tmp_path / "processed"
+    preprocess_em(png_raw, out, {**cfg(), "folds": 5})
+    folds = pd.read_csv(out / "folds.csv", dtype={"id": str})
+    assert list(folds["id"]) == [f"slice_{i:02d}" for i in range(10)]
+    assert list(folds["fold"]) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    with pytest.raises(DataError, match="10 labelled images cannot make folds: 11 folds"):
+        preprocess_em(png_raw, tmp_path / "eleven", {**cfg(), "folds": 11})
+    assert not (tmp_path / "eleven").exists()
+
+
+def test_weight_maps_for_every_labelled_slice(png_raw: Path, tmp_path: Path, stack) -> None:
     out = tmp_path / "processed"
     weight_cfg = {"w0": 10.0, "sigma": 5.0, "where": "background"}
     preprocess_em(png_raw, out, {**cfg(), "preprocess": {"weight_map": weight_cfg}})
     written = sorted(p.name for p in (out / "weights").iterdir())
-    assert written == [f"slice_{i:02d}.tif" for i in range(6)]  # train only
+    assert written == [f"slice_{i:02d}.tif" for i in range(10)]  # each trains in some fold
     mask = read_gray(out / "masks" / "slice_03.png")
     expected = border_weight_map(mask, **weight_cfg)
     np.testing.assert_allclose(read_float_tiff(out / "weights" / "slice_03.tif"), expected)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from unetflow.data.cxr import scan_raw
-from unetflow.data.folds import contiguous_folds, fold_split, stratified_folds
+from unetflow.data.folds import contiguous_folds, stratified_folds
+from unetflow.io.processed import DataError, fold_split
 
 SLICES = [f"slice_{i:02d}" for i in range(30)]
 
@@ -54,7 +55,7 @@ def test_bad_k_is_refused(k):
 
 
 def test_fold_out_of_range_is_refused():
-    with pytest.raises(ValueError, match="fold 6: expected 0 <= fold < k = 6"):
+    with pytest.raises(DataError, match="fold 6: expected 0 <= fold < k = 6"):
         fold_split(contiguous_folds(SLICES, 6), 6, 6)
 
 

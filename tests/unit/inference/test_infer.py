@@ -411,6 +411,31 @@ def test_infer_dataset_writes_every_val_test_predict_image(tmp_path: Path) -> No
         np.testing.assert_allclose(page, 1 - probs[sid], atol=1e-6)
 
 
+def test_infer_dataset_of_a_fold_predicts_its_val_and_test_images_only(tmp_path: Path) -> None:
+    """Fold 2 of 3 (one labelled slice each) tests slice_2 and validates on slice_0; the
+    replicate runs predict nothing else, and write no ISBI stack."""
+    write_checkpoint(tmp_path / "model.pt", "em")
+    write_processed(tmp_path / "processed")
+    folds = pd.DataFrame({"id": ["slice_0", "slice_1", "slice_2"], "fold": [0, 1, 2]})
+    folds.to_csv(tmp_path / "processed" / "folds.csv", index=False)
+    out = tmp_path / "predictions"
+    summary = infer_dataset(
+        checkpoint=tmp_path / "model.pt",
+        processed=tmp_path / "processed",
+        out=out,
+        infer_cfg=INFER_CFG,
+        device="cpu",
+        fold=2,
+    )
+    index = pd.read_csv(out / "index.csv")
+    assert summary["images"] == 2
+    assert list(zip(index["id"], index["split"], strict=True)) == [
+        ("slice_0", "val"),
+        ("slice_2", "test"),
+    ]
+    assert not (out / "isbi_submission.tif").exists()
+
+
 def test_infer_dataset_of_a_cxr_set_has_no_isbi_stack(tmp_path: Path) -> None:
     write_checkpoint(tmp_path / "model.pt", "cxr")
     write_processed(tmp_path / "processed")

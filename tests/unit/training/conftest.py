@@ -60,12 +60,14 @@ RUN = {**PARAMS["train"], "device": "cpu", "amp": "none", "channels_last": False
 
 @pytest.fixture(scope="session")
 def em(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """synth_em at 64 px: slices 0-4 train, 5-6 val, 7 test; one augmented copy per slice."""
+    """synth_em at 64 px: slices 0-4 train, 5-6 val, 7 test, and 4 folds of 2 slices; one
+    augmented copy per labelled slice."""
     root = tmp_path_factory.mktemp("synth_em")
     (root / "raw").mkdir()
     generate_synth_em(root / "raw", n_train=8, n_test=1, size=64, seed=1)
     split = {"train": [0, 5], "val": [5, 7], "test": [7, 8]}
-    preprocess_em(root / "raw", root / "processed", {"split": split, "preprocess": {}})
+    cfg = {"split": split, "folds": 4, "preprocess": {}}
+    preprocess_em(root / "raw", root / "processed", cfg)
     augment_dataset(root / "processed", root / "augmented", AUGMENT, example_pairs=1, seed=1)
     return {"processed": root / "processed", "augmented": root / "augmented"}
 

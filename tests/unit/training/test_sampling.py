@@ -1,14 +1,26 @@
 """The seeded training batches: targets aligned with inputs under flips and padding, the same
-batch for the same (epoch, step) whatever the first epoch, no flips for chest X-rays."""
+batch for the same (epoch, step) whatever the first epoch, no flips for chest X-rays; the
+images of the split or of a cross-validation fold."""
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
+import pandas as pd
+import pytest
 import torch
 import yaml
 
 from project import ROOT
-from unetflow.training.sampling import Pairs, TileBatches, dataset_allows_flips, mirror_pad
+from unetflow.io.processed import DataError, read_split
+from unetflow.training.sampling import (
+    Pairs,
+    TileBatches,
+    dataset_allows_flips,
+    load_data,
+    mirror_pad,
+)
 
 
 def test_batches_align_targets_with_inputs_under_flips_and_padding():
@@ -87,3 +99,24 @@ def test_chest_x_rays_are_not_flipped_in_training():
     defs = params["dataset_defs"]
     assert [dataset_allows_flips(defs[name]) for name in ("isbi2012", "synth_em")] == [True, True]
     assert [dataset_allows_flips(defs[name]) for name in ("shenzhen", "synth_cxr")] == [False] * 2
+
+
+def test_train_reads_its_own_images_and_copies_of_the_split_or_of_a_fold(em):
+    """Augment copies every labelled slice; train takes the copies of its own train slices:
+    split.csv's (slices 0-4) by default, a fold's with `fold` (fold 0 tests slices 0-1 and
+    validates on 2-3), so that no test image or its copy is trained on."""
+    slices = [f"slice_{i:02d}" for i in range(8)]
+    index = pd.read_csv(em["augmented"] / "index.csv", dtype=str)
+    assert sorted(index["source_id"]) == slices
+    for fold, train, val in [(None, slices[:5], slices[5:7]), (0, slices[4:], slices[2:4])]:
+        data = load_data(em["processed"], em["augmented"], fold=fold)
+        assert data.train.ids == train + [f"{s}_aug00" for s in train]
+        assert data.val.ids == val
+
+
+def test_a_fold_without_folds_csv_names_the_file(em, tmp_path):
+    processed = tmp_path / "processed"
+    shutil.copytree(em["processed"], processed)
+    (processed / "folds.csv").unlink()
+    with pytest.raises(DataError, match=r"folds\.csv: not found; expected the cross-validation"):
+        read_split(processed, 1)

@@ -1,0 +1,56 @@
+"""compare stage: every selected model of one dataset on the same test images, with 95 % BCa
+bootstrap CIs, paired Wilcoxon tests with Holm's correction, effect sizes, win/tie/loss counts
+and (three or more models) Friedman's test and the stability of the ranking:
+comparison.json (DVC metrics), comparison.md and comparison.png. Over the replicates
+(folds x seeds) when they are selected, else over the runs of the fixed split."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from unetflow.comparison.compare import compare
+from unetflow.comparison.report import comparison_markdown
+from unetflow.comparison.runs import COMPARED, load_scores
+from unetflow.config import check_params, load_params, schema_for
+from unetflow.io.outputs import atomic_file, write_text_atomic
+from unetflow.pipeline.stage import run_stage, stage_parser
+from unetflow.plots import comparison_figure
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments and compare."""
+    parser = stage_parser(__doc__)
+    parser.add_argument("--scores", type=Path, required=True, help="results/scores/<dataset>")
+    parser.add_argument("--json", type=Path, required=True, help="comparison.json to write")
+    parser.add_argument("--md", type=Path, required=True, help="comparison.md to write")
+    parser.add_argument("--figure", type=Path, required=True, help="comparison.png to write")
+    parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
+    parser.add_argument("--folds", nargs="*", type=int, help="(default: params.yaml's)")
+    parser.add_argument("--seeds", nargs="*", type=int, help="(default: params.yaml's)")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    chosen = {k: getattr(args, k) for k in ("models", "folds", "seeds")}
+    if any(v is not None for v in chosen.values()):  # Snakemake's --config selection
+        params = {**params, **{k: v for k, v in chosen.items() if v is not None}}
+        check_params(params, schema_for(args.params), source=f"{args.params} with --models ...")
+    kind = params["dataset_defs"][args.dataset]["kind"]
+    scores = load_scores(
+        args.scores,
+        params["models"],
+        params["folds"],
+        params["seeds"],
+        params["seed"],
+        COMPARED[kind],
+    )
+    result = compare(scores, COMPARED[kind], params["seed"], params["compare"]["n_boot"])
+    write_text_atomic(args.json, json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(args.md, comparison_markdown(result))
+    with atomic_file(args.figure) as tmp:
+        comparison_figure(result).savefig(tmp, dpi=100)
+    print(f"compare {args.dataset}: {len(result['variants'])} variants -> {args.json}, {args.md}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
