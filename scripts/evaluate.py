@@ -39,7 +39,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.fold is None and missing:
         parser.error(f"the following arguments are required: {', '.join(missing)}")
     params = job_params(
-        args.params, "evaluate", preset=args.preset, dataset=args.dataset, model=args.model
+        args.params,
+        "evaluate" if args.fold is None else "evaluate_replicate",
+        preset=args.preset,
+        dataset=args.dataset,
+        model=args.model,
     )
     dataset = params["dataset_defs"][args.dataset]
     summary = evaluate(

@@ -19,7 +19,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="results/<d>/<m>/predictions")
     add_fold(parser)
     args = parser.parse_args(argv)
-    params = job_params(args.params, "infer", preset=args.preset, dataset=args.dataset)
+    params = job_params(
+        args.params,
+        "infer" if args.fold is None else "infer_replicate",
+        preset=args.preset,
+        dataset=args.dataset,
+    )
     infer_dataset(
         checkpoint=args.checkpoint,
         processed=args.processed,

@@ -27,7 +27,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, help="the training seed (default: params' seed)")
     args = parser.parse_args(argv)
     params = job_params(
-        args.params, "train", preset=args.preset, dataset=args.dataset, model=args.model
+        args.params,
+        "train" if args.fold is None else "train_replicate",
+        preset=args.preset,
+        dataset=args.dataset,
+        model=args.model,
     )
     train(
         dataset=args.dataset,

@@ -36,8 +36,17 @@ def test_command_line_contract_selects_jobs(project):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        (["seed=3"], "--config may set only preset, datasets, models; change seed in params.yaml"),
+        (
+            ["seed=3"],
+            "--config may set only preset, datasets, models, folds, seeds; change seed in "
+            "params.yaml",
+        ),
         (["datasets=[nope]"], "datasets: 'nope' is not defined under dataset_defs"),
+        (["folds=[0]"], "folds, seeds: give both (each fold x seed is a run) or neither"),
+        (
+            ["folds=[9]", "seeds=[1]"],
+            "folds: [9] not folds of synth_em (dataset_defs.synth_em.folds = 6)",
+        ),
         (["preset=fast"], "preset: 'fast' is not one of"),
         (["datasets=[a/b]"], "'a/b' does not match"),
     ],

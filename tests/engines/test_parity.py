@@ -92,7 +92,7 @@ def code_problems(project: Path) -> list[str]:
     """Where a dvc.yaml stage's src/ deps differ from what its script imports, transitively."""
     problems = []
     for name, stage in yaml.safe_load((project / "dvc.yaml").read_text())["stages"].items():
-        script = project / "scripts" / f"{name}.py"
+        script = project / next(dep for dep in stage["deps"] if dep.startswith("scripts/"))
         declared = {dep for dep in stage["deps"] if dep.startswith("src/")}
         imported = {str(f.relative_to(project)) for f in code_closure(script, project / "src")}
         problems += [f"{name} code: misses {dep}" for dep in sorted(imported - declared)]
@@ -187,6 +187,28 @@ def test_command_line_selection_matches(tmp_path):
         "train@isbi2012-baseline_mean",
         "train@isbi2012-unet_modern",
     ]
+
+
+@pytest.mark.e2e
+def test_replicates_are_the_same_jobs_in_both_engines(tmp_path):
+    """Folds x seeds selected from the command line: one train, infer and evaluate per model x
+    fold x seed in both engines, and compare reads every replicate's test scores."""
+    selection = {"datasets": ["synth_em"], "folds": [0, 2], "seeds": [1, 7]}
+    project = copy_project(tmp_path / "p", **selection)
+    snakemake = snakemake_jobs(copy_project(tmp_path / "s"), selection)
+    dvc = dvc_jobs(project)
+    assert differences(snakemake, dvc, project) == []
+    per_stage = Counter(name.split("@")[0] for name in dvc)
+    models = yaml.safe_load((project / "params.yaml").read_text())["models"]
+    for stage in ("train_replicate", "infer_replicate", "evaluate_replicate"):
+        assert per_stage[stage] == len(models) * 2 * 2, per_stage
+    run_dir = "results/synth_em/unet_modern/replicates/fold2_seed7"
+    train = dvc["train_replicate@synth_em-unet_modern-2-7"]
+    assert train["cmd"].endswith("--fold 2 --seed 7") and f"{run_dir}/model.pt" in train["outs"]
+    assert "seed" not in train["params"], "the replicate's own seed is in its command"
+    scores = "results/scores/synth_em/unet_modern/fold2_seed7.csv"
+    assert scores in dvc["evaluate_replicate@synth_em-unet_modern-2-7"]["outs"]
+    assert scores in snakemake["compare@synth_em"]["deps"]
 
 
 def _edit(path: Path, old: str, new: str) -> None:

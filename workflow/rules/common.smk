@@ -12,6 +12,8 @@ check_config(config, "params.yaml")
 wildcard_constraints:
     dataset="[a-z0-9_]+",
     model="[a-z0-9_]+",
+    fold="[0-9]+",
+    seed="[0-9]+",
 
 
 def code(stage):

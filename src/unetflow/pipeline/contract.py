@@ -18,11 +18,17 @@ from unetflow.pipeline.stage import dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in
 # params.yaml so that the scripts, which read params.yaml, see what the engine sees.
-COMMAND_LINE_KEYS = ("preset", "datasets", "models")
+COMMAND_LINE_KEYS = ("preset", "datasets", "models", "folds", "seeds")
 
 
 def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) -> None:
-    """Validate Snakemake's config and refuse overrides the stage scripts would not see."""
+    """Validate Snakemake's config and refuse overrides the stage scripts would not see.
+    Numbers of `--config folds=[0,1] seeds=[1,2]`, which Snakemake hands over as strings,
+    become integers (in `config`), as params.yaml's are."""
+    for key in ("folds", "seeds"):
+        values = config.get(key)
+        if isinstance(values, list):
+            config[key] = [int(v) if isinstance(v, str) and v.isdigit() else v for v in values]
     on_disk = yaml.safe_load(Path(params_path).read_text())
     changed = sorted(
         key
