@@ -48,6 +48,12 @@ class Relay:
         self._listener = listener
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
 
+    def stop_after(self, n: int) -> None:
+        """Stop at the `n`-th client request from now on (counting starts again at 0)."""
+        with self._lock:
+            self.requests = 0
+        self.on_request = lambda count: count == n and self.stop()
+
     def stop(self) -> None:
         with self._lock:
             sockets, self._sockets = self._sockets, []

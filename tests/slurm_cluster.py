@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 # Snakemake's SLURM executor plugin, kept out of the venv (make slurm-plugin): imported from
 # PYTHONPATH by Snakemake, and by the job step inside each job (sbatch exports the environment).
@@ -235,3 +236,10 @@ class Cluster:
         if self.linked:
             SYSTEM_CONF.unlink(missing_ok=True)
             self.linked = False
+
+
+def unavailable(reason: str) -> None:
+    """Skip with `reason`, or fail under CI=true."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true but the SLURM tests cannot run: {reason}")
+    pytest.skip(reason)

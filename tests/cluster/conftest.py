@@ -12,14 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from slurm_cluster import PLUGIN, Cluster, missing_binaries
-
-
-def unavailable(reason: str) -> None:
-    """Skip with `reason`, or fail under CI=true."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"CI=true but the SLURM tests cannot run: {reason}")
-    pytest.skip(reason)
+from slurm_cluster import PLUGIN, Cluster, missing_binaries, unavailable
 
 
 @pytest.fixture(scope="session")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import yaml
 
 from project import ROOT, copy_project, run
+from slurm_cluster import PLUGIN, unavailable
 from unetflow.config import ParamsError
 from unetflow.pipeline.contract import tracked_params_for
 
@@ -72,7 +75,12 @@ def test_broken_params_file_is_refused_before_any_job(tmp_path):
 
 @pytest.mark.e2e
 def test_slurm_profile_dry_run(project):
-    out = run(["snakemake", "-n", "--workflow-profile", "profiles/slurm"], project)
+    """The shipped SLURM profile plans the pipeline, with the executor plugin beside the venv
+    (make slurm-plugin) on PYTHONPATH, as docs/usage.md says to run it."""
+    if not (PLUGIN / "snakemake_executor_plugin_slurm").is_dir():
+        unavailable(f"no executor plugin in {PLUGIN}: make slurm-plugin")
+    path = os.pathsep.join([str(project / "src"), str(PLUGIN)])
+    out = run(["snakemake", "-n", "--workflow-profile", "profiles/slurm"], project, PYTHONPATH=path)
     assert "download" in out.stdout and "augment" in out.stdout
 
 

@@ -97,7 +97,7 @@ def test_a_pushed_run_pulls_into_a_fresh_clone_with_nothing_to_do(finished, s3, 
 
 def test_a_push_that_loses_the_server_fails_clearly_and_the_next_completes(finished, s3, tmp_path):
     origin = with_remote(finished, s3, "interrupted", tmp_path / "origin")
-    s3.relay.on_request = lambda n: n == 5 and s3.relay.stop()
+    s3.relay.stop_after(5)  # the count of PUT requests of this push
     try:
         # botocore's retries (5 attempts, backoff) take ~70 s to give up by default: one here
         failed = dvc(origin, "push", "--jobs", "2", check=False, AWS_MAX_ATTEMPTS="1")

@@ -279,6 +279,7 @@ def test_killed_inference_leaves_nothing_evaluate_accepts(reference, tmp_path):
             f"--figures={RESULT}/figures",
             f"--subgroups={RESULT}/subgroups.csv",
             f"--shifts={RESULT}/shifts.csv",
+            f"--scores=results/scores/{DATASET}/{MODEL}.csv",
             f"--row=results/rows/{DATASET}/{MODEL}.json",
         ],
         project,
