@@ -17,6 +17,7 @@ report: "workflow/report/workflow.rst"
 localrules:
     download,
     summarize,
+    compare,
 
 
 include: "workflow/rules/common.smk"

@@ -19,7 +19,17 @@ import math
 import sys
 from pathlib import Path
 
-STAGES = ["download", "preprocess", "augment", "train", "infer", "evaluate", "explain", "summarize"]
+STAGES = [
+    "download",
+    "preprocess",
+    "augment",
+    "train",
+    "infer",
+    "evaluate",
+    "explain",
+    "compare",
+    "summarize",
+]
 
 
 def _number(value: str | None) -> float:

@@ -6,7 +6,7 @@ output, records them in both engines (`dvc commit --no-relink`, `snakemake --tou
 times each no-op check. Placeholders are enough: neither check reads the outputs' contents
 beyond hashing them.
 
-    python tools/noop_timing.py [--repeats 5] [--copies 15]
+    python tools/noop_timing.py [--repeats 5] [--copies 15] [--folds 0 1 2 --seeds 1 2]
 """
 
 from __future__ import annotations
@@ -36,10 +36,15 @@ def sh(cmd: list[str], cwd: Path) -> str:
 
 
 def make_project(
-    dest: Path, datasets: list[str] | None, models: list[str] | None, copies: int = 0
+    dest: Path,
+    datasets: list[str] | None,
+    models: list[str] | None,
+    copies: int = 0,
+    replicates: tuple[list[int], list[int]] = ([], []),
 ) -> int:
     """The copy with every output in place and recorded; returns the number of DVC stages.
-    `copies` adds that many copies of unet_modern (`unet_modern_copy<i>`), for a larger DAG."""
+    `copies` adds that many copies of unet_modern (`unet_modern_copy<i>`), for a larger DAG;
+    `replicates` selects (folds, seeds) of the compare stage."""
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -54,6 +59,7 @@ def make_project(
             preset["model_defs"][f"unet_modern_copy{i}"] = {}
     params["datasets"] = datasets or list(params["dataset_defs"])
     params["models"] = models or list(params["model_defs"])
+    params["folds"], params["seeds"] = replicates
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["git", "init", "-q"], ["dvc", "init", "-q"]):
         sh(cmd, dest)
@@ -93,10 +99,13 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", help="default: every dataset_defs entry")
     parser.add_argument("--models", nargs="+", help="default: every model_defs entry")
     parser.add_argument("--copies", type=int, default=0, help="extra copies of unet_modern")
+    parser.add_argument("--folds", nargs="*", type=int, default=[], help="replicates' folds")
+    parser.add_argument("--seeds", nargs="*", type=int, default=[], help="replicates' seeds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="noop-") as tmp:
         project = Path(tmp) / "p"
-        stages = make_project(project, args.datasets, args.models, args.copies)
+        replicates = (args.folds, args.seeds)
+        stages = make_project(project, args.datasets, args.models, args.copies, replicates)
         checks = {
             "snakemake -n": (["snakemake", "-n"], "Nothing to be done"),
             "dvc status": (["dvc", "status"], "Data and pipelines are up to date"),

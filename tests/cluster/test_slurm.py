@@ -34,7 +34,7 @@ DATASETS = ["synth_em", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
 # One torch thread per stage: the node's 2 CPUs are its 2 job slots, as --cores 2 locally.
 ENV = {"OMP_NUM_THREADS": "1"}
-LOCAL_RULES = {"download": 2, "summarize": 1}
+LOCAL_RULES = {"download": 2, "summarize": 1, "compare": 2}
 CLUSTER_RULES = {"preprocess": 2, "augment": 2, "train": 4, "infer": 4, "evaluate": 4, "explain": 4}
 GPU_RULES = {"train", "infer", "explain"}  # explain's rule asks for the GPU the others get here
 GROUP_MODEL = "rule_model_evaluate_explain_infer_train"  # profiles/slurm's group of model stages
