@@ -23,8 +23,9 @@ pytestmark = pytest.mark.e2e
 
 DATASETS = ["synth_em", "isbi2012", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
-# Snakemake's marker in directory outputs; DVC writes none.
-SNAKEMAKE_OWN = (".snakemake_timestamp",)
+# Snakemake's marker in directory outputs, and the .gitignore DVC writes beside file outputs
+# (results/scores/<dataset>/ holds those of evaluate): each engine's own bookkeeping.
+SNAKEMAKE_OWN = (".snakemake_timestamp", ".gitignore")
 OUTPUTS = (
     [f"data/{stage}/{name}" for stage in ("raw", "processed", "augmented") for name in DATASETS]
     + [
@@ -221,7 +222,9 @@ def test_sync_to_dvc_adopts_a_snakemake_run(engines):
     run(["unetflow", "sync", "--to", "dvc"], project)
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     (workspace,) = shown.values()
-    assert set(workspace["data"]) == {"metrics.json"}  # the view DVC shows: summarize's file
+    # the view DVC shows: summarize's file and each dataset's comparison
+    comparisons = {f"results/{name}/comparison.json" for name in DATASETS}
+    assert set(workspace["data"]) == {"metrics.json"} | comparisons
     view = workspace["data"]["metrics.json"]["data"]
     assert {(d, m) for d in view for m in view[d]} == {(d, m) for d in DATASETS for m in MODELS}
     status = run(["dvc", "status"], project)
