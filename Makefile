@@ -34,12 +34,17 @@ slurm-plugin: $(SLURM_PLUGIN)/snakemake_executor_plugin_slurm
 demo: venv
 	PATH=$(CURDIR)/$(BIN):$$PATH snakemake --cores all --config preset=quick
 
+# Tests run on WORKERS processes (pytest-xdist), a test file to a worker so that its fixtures are
+# built once; tests/conftest.py hands out the engine tests first, the unit tests fill in after.
+WORKERS ?= 2
+PYTEST := pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder
+
 test: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST)
 
 # The edit loop: every test that does not run Snakemake or DVC (those are marked e2e).
 test-fast: venv
-	PATH=$(CURDIR)/$(BIN):$$PATH pytest -q -m "not e2e"
+	PATH=$(CURDIR)/$(BIN):$$PATH $(PYTEST) -m "not e2e"
 
 lint: venv
 	$(BIN)/ruff check src scripts tests tools

@@ -18,6 +18,12 @@ MIRROR = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FAULTS = ("404", "500", "corrupt", "truncate", "stall")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Engine tests (marked e2e) first, each file in its own order: under `make test`'s workers
+    the minutes-long files start at once and the quick unit tests fill the gaps at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     """The read-only offline copy of the real datasets; skips the test when it is absent."""
