@@ -1,7 +1,6 @@
 """evaluate stage: per-image and aggregated metrics (metrics.json, per_image.csv) and figures
 for the val and test predictions of one dataset x model, the shift test of chest X-ray models
-(shifts.csv), and the run's row of the summary. With --fold (a replicate of the compare
-stage), metrics.json and per_image.csv of that cross-validation fold only."""
+(shifts.csv), the run's row of the summary, and the test scores the compare stage reads."""
 
 from __future__ import annotations
 
@@ -11,10 +10,7 @@ from pathlib import Path
 from unetflow.evaluation.evaluate import evaluate, summary_row
 from unetflow.evaluation.rows import write_row
 from unetflow.evaluation.shifts import ShiftModel
-from unetflow.pipeline.stage import add_fold, job_params, run_stage, stage_parser
-
-# What a replicate (--fold) does without: the main run's figures, tables and summary row.
-FULL_RUN_OUTPUTS = ("figures", "subgroups", "shifts", "row")
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,18 +25,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
     parser.add_argument("--per-image", type=Path, required=True, help="per_image.csv to write")
     parser.add_argument("--scores", type=Path, required=True, help="test scores for compare")
-    parser.add_argument("--figures", type=Path, help="figures folder to write")
-    parser.add_argument("--subgroups", type=Path, help="subgroups.csv to write")
-    parser.add_argument("--shifts", type=Path, help="shifts.csv to write")
-    parser.add_argument("--row", type=Path, help="the summary row to write")
-    add_fold(parser)
+    parser.add_argument("--figures", type=Path, required=True, help="figures folder to write")
+    parser.add_argument("--subgroups", type=Path, required=True, help="subgroups.csv to write")
+    parser.add_argument("--shifts", type=Path, required=True, help="shifts.csv to write")
+    parser.add_argument("--row", type=Path, required=True, help="the summary row to write")
     args = parser.parse_args(argv)
-    missing = [f"--{name}" for name in FULL_RUN_OUTPUTS if getattr(args, name) is None]
-    if args.fold is None and missing:
-        parser.error(f"the following arguments are required: {', '.join(missing)}")
     params = job_params(
         args.params,
-        "evaluate" if args.fold is None else "evaluate_replicate",
+        "evaluate",
         preset=args.preset,
         dataset=args.dataset,
         model=args.model,
@@ -60,7 +52,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         shift_model=ShiftModel(
             args.checkpoint, params["infer"], params["train"]["device"], params["train"]["amp"]
         ),
-        fold=args.fold,
         out_scores=args.scores,
     )
     for split in ("val", "test"):
@@ -68,8 +59,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             means = {k: v for k, v in summary[split].items() if not k.endswith("_std")}
             scores = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
             print(f"evaluate {args.dataset} {split} (n={summary[f'n_{split}']}): {scores}")
-    if args.row is None:
-        return
     row = summary_row(
         args.metrics,
         args.checkpoint,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.inference.infer import infer_dataset
-from unetflow.pipeline.stage import add_fold, job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -17,14 +17,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="results/<d>/<m>/model.pt")
     parser.add_argument("--processed", type=Path, required=True, help="data/processed/<dataset>")
     parser.add_argument("--out", type=Path, required=True, help="results/<d>/<m>/predictions")
-    add_fold(parser)
     args = parser.parse_args(argv)
-    params = job_params(
-        args.params,
-        "infer" if args.fold is None else "infer_replicate",
-        preset=args.preset,
-        dataset=args.dataset,
-    )
+    params = job_params(args.params, "infer", preset=args.preset, dataset=args.dataset)
     infer_dataset(
         checkpoint=args.checkpoint,
         processed=args.processed,
@@ -32,7 +26,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         infer_cfg=params["infer"],
         device=params["train"]["device"],
         amp=params["train"]["amp"],
-        fold=args.fold,
     )
 
 

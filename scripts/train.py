@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.pipeline.stage import add_fold, job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 from unetflow.training.trainer import train
 
 
@@ -23,15 +23,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--model-out", type=Path, required=True, help="results/<d>/<m>/model.pt")
     parser.add_argument("--live", type=Path, required=True, help="DVCLive folder")
     parser.add_argument("--checkpoints", type=Path, required=True, help="resume checkpoints")
-    add_fold(parser)
-    parser.add_argument("--seed", type=int, help="the training seed (default: params' seed)")
     args = parser.parse_args(argv)
     params = job_params(
-        args.params,
-        "train" if args.fold is None else "train_replicate",
-        preset=args.preset,
-        dataset=args.dataset,
-        model=args.model,
+        args.params, "train", preset=args.preset, dataset=args.dataset, model=args.model
     )
     train(
         dataset=args.dataset,
@@ -42,11 +36,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         model_cfg=params["model_defs"][args.model],
         train_cfg=params["train"],
         infer_cfg=params["infer"],
-        seed=params["seed"] if args.seed is None else args.seed,
+        seed=params["seed"],
         model_out=args.model_out,
         live_dir=args.live,
         checkpoint_dir=args.checkpoints,
-        fold=args.fold,
     )
 
 

@@ -51,20 +51,22 @@ def without_selection(cmd: str, project: Path | None) -> str:
 
 
 REPLICATES = re.compile(
-    r" --models (?P<models>[\w ]+) --folds (?P<folds>[\d ]*) --seeds (?P<seeds>[\d ]*)$"
+    r"( --models (?P<models>[\w ]+))? --folds (?P<folds>[\d ]*)( --seeds (?P<seeds>[\d ]*))?$"
 )
 
 
 def without_replicates(cmd: str, project: Path | None) -> str:
-    """Snakemake's compare command without the `--models ... --folds ... --seeds ...` it
-    appends, for the reason of :func:`without_selection`; checked against `project`'s."""
+    """Snakemake's compare and replicates commands without the `[--models ...] --folds ...
+    [--seeds ...]` they append, for the reason of :func:`without_selection`; checked against
+    `project`'s."""
     match = REPLICATES.search(cmd)
-    assert match, f"compare passes no selection: {cmd!r}"
+    assert match, f"no selection passed: {cmd!r}"
     if project is not None:
         params = yaml.safe_load((project / "params.yaml").read_text())
-        assert match["models"].split() == params["models"], cmd
         assert [int(f) for f in match["folds"].split()] == params["folds"], cmd
-        assert [int(s) for s in match["seeds"].split()] == params["seeds"], cmd
+        for key in ("models", "seeds"):
+            if match[key] is not None:
+                assert match[key].split() == [str(v) for v in params[key]], cmd
     return cmd[: match.start()]
 
 
@@ -78,7 +80,7 @@ def differences(snakemake: dict, dvc: dict, project: Path | None = None) -> list
         smk["deps"] = folder_deps(smk["deps"], dvc[name]["deps"], dvc)
         if name == "summarize":
             smk["cmd"] = without_selection(smk["cmd"], project)
-        if name.startswith("compare@"):
+        if name.startswith(("compare@", "replicates@")):
             smk["cmd"] = without_replicates(smk["cmd"], project)
         for field in ("cmd", "deps", "outs", "params"):
             if smk[field] != dvc[name][field]:
@@ -191,8 +193,8 @@ def test_command_line_selection_matches(tmp_path):
 
 @pytest.mark.e2e
 def test_replicates_are_the_same_jobs_in_both_engines(tmp_path):
-    """Folds x seeds selected from the command line: one train, infer and evaluate per model x
-    fold x seed in both engines, and compare reads every replicate's test scores."""
+    """Folds x seeds selected from the command line: one replicates job per model x seed in
+    both engines, running every fold, and compare reads every seed's folder of test scores."""
     selection = {"datasets": ["synth_em"], "folds": [0, 2], "seeds": [1, 7]}
     project = copy_project(tmp_path / "p", **selection)
     snakemake = snakemake_jobs(copy_project(tmp_path / "s"), selection)
@@ -200,14 +202,12 @@ def test_replicates_are_the_same_jobs_in_both_engines(tmp_path):
     assert differences(snakemake, dvc, project) == []
     per_stage = Counter(name.split("@")[0] for name in dvc)
     models = yaml.safe_load((project / "params.yaml").read_text())["models"]
-    for stage in ("train_replicate", "infer_replicate", "evaluate_replicate"):
-        assert per_stage[stage] == len(models) * 2 * 2, per_stage
-    run_dir = "results/synth_em/unet_modern/replicates/fold2_seed7"
-    train = dvc["train_replicate@synth_em-unet_modern-2-7"]
-    assert train["cmd"].endswith("--fold 2 --seed 7") and f"{run_dir}/model.pt" in train["outs"]
-    assert "seed" not in train["params"], "the replicate's own seed is in its command"
-    scores = "results/scores/synth_em/unet_modern/fold2_seed7.csv"
-    assert scores in dvc["evaluate_replicate@synth_em-unet_modern-2-7"]["outs"]
+    assert per_stage["replicates"] == len(models) * 2, per_stage
+    job = dvc["replicates@synth_em-unet_modern-7"]
+    assert " --seed 7 " in job["cmd"] and "folds" in job["params"]
+    assert "seed" not in job["params"], "the replicate's own seed is in its command"
+    scores = "results/scores/synth_em/unet_modern/seed7"
+    assert set(job["outs"]) == {"results/synth_em/unet_modern/replicates/seed7", scores}
     assert scores in snakemake["compare@synth_em"]["deps"]
 
 

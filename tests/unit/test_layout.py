@@ -23,10 +23,7 @@ STAGE_PACKAGE = {
     "summarize": "summary",
     "explain": "explain",
     "compare": "comparison",
-    # a replicate of the compare stage runs its base stage's script with --fold (and --seed)
-    "train_replicate": "training",
-    "infer_replicate": "inference",
-    "evaluate_replicate": "evaluation",
+    "replicates": "comparison",
 }
 # Lower layers never import higher ones: config/io/pipeline (and plots, which only draws) ->
 # data/model -> training/inference -> evaluation/explain/summary/comparison -> the CLI.
@@ -73,7 +70,7 @@ def test_every_stage_has_its_script_rule_file_package_and_tests():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     assert set(stages) == set(STAGE_PACKAGE)
     for stage, package in STAGE_PACKAGE.items():
-        assert (ROOT / "scripts" / f"{stage.removesuffix('_replicate')}.py").is_file(), stage
+        assert (ROOT / "scripts" / f"{stage}.py").is_file(), stage
         rules = (ROOT / "workflow" / "rules" / f"{package}.smk").read_text()
         assert re.search(rf"^rule {stage}:", rules, re.M), f"rule {stage} not in {package}.smk"
         assert (SRC / package / "__init__.py").is_file(), package

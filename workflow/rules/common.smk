@@ -12,7 +12,6 @@ check_config(config, "params.yaml")
 wildcard_constraints:
     dataset="[a-z0-9_]+",
     model="[a-z0-9_]+",
-    fold="[0-9]+",
     seed="[0-9]+",
 
 
@@ -42,9 +41,8 @@ def compare_scores(wildcards):
     """
     runs = expand("results/scores/{{dataset}}/{model}.csv", model=config["models"])
     replicates = expand(
-        "results/scores/{{dataset}}/{model}/fold{fold}_seed{seed}.csv",
+        "results/scores/{{dataset}}/{model}/seed{seed}",
         model=config["models"],
-        fold=config["folds"],
         seed=config["seeds"],
     )
     return [path.format(dataset=wildcards.dataset) for path in runs + replicates]

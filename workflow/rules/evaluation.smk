@@ -43,34 +43,3 @@ rule evaluate:
         "--metrics {output.metrics} --per-image {output.per_image} --scores {output.scores} "
         "--figures {output.figures} --subgroups {output.subgroups} "
         "--shifts {output.shifts} --row {output.row} > {log} 2>&1"
-
-
-# A replicate of the compare stage: its metrics and the test scores compare reads.
-rule evaluate_replicate:
-    input:
-        script="scripts/evaluate.py",
-        code=code("evaluate_replicate"),
-        processed="data/processed/{dataset}",
-        checkpoint="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/model.pt",
-        predictions="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/predictions",
-    output:
-        per_image="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/per_image.csv",
-        scores="results/scores/{dataset}/{model}/fold{fold}_seed{seed}.csv",
-        metrics="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/metrics.json",
-    log:
-        "logs/{dataset}/{model}/replicates/fold{fold}_seed{seed}/evaluate.log",
-    benchmark:
-        "benchmarks/{dataset}/{model}/replicates/fold{fold}_seed{seed}/evaluate.tsv"
-    conda:
-        "../envs/unetflow.yaml"
-    params:
-        preset=config["preset"],
-        live="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/dvclive",
-        tracked=tracked("evaluate_replicate"),
-    shell:
-        "python {input.script} --params params.yaml --preset {params.preset} "
-        "--dataset {wildcards.dataset} --model {wildcards.model} "
-        "--checkpoint {input.checkpoint} --processed {input.processed} "
-        "--predictions {input.predictions} --live {params.live} "
-        "--metrics {output.metrics} --per-image {output.per_image} "
-        "--scores {output.scores} --fold {wildcards.fold} > {log} 2>&1"

@@ -25,33 +25,3 @@ rule infer:
         "python {input.script} --params params.yaml --preset {params.preset} "
         "--dataset {wildcards.dataset} --checkpoint {input.checkpoint} "
         "--processed {input.processed} --out {output.predictions} > {log} 2>&1"
-
-
-# A replicate of the compare stage: the val and test images of its fold.
-rule infer_replicate:
-    input:
-        script="scripts/infer.py",
-        code=code("infer_replicate"),
-        checkpoint="results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/model.pt",
-        processed="data/processed/{dataset}",
-    output:
-        predictions=directory(
-            "results/{dataset}/{model}/replicates/fold{fold}_seed{seed}/predictions"
-        ),
-    log:
-        "logs/{dataset}/{model}/replicates/fold{fold}_seed{seed}/infer.log",
-    benchmark:
-        "benchmarks/{dataset}/{model}/replicates/fold{fold}_seed{seed}/infer.tsv"
-    conda:
-        "../envs/unetflow.yaml"
-    threads: 4
-    resources:
-        gpu=1,
-    params:
-        preset=config["preset"],
-        tracked=tracked("infer_replicate"),
-    shell:
-        "python {input.script} --params params.yaml --preset {params.preset} "
-        "--dataset {wildcards.dataset} --checkpoint {input.checkpoint} "
-        "--processed {input.processed} --out {output.predictions} "
-        "--fold {wildcards.fold} > {log} 2>&1"

@@ -1,7 +1,7 @@
 """The runs the compare stage reads: the per-image test scores evaluate writes to
-``results/scores/<dataset>/<model>.csv`` (a run of the fixed split) or
-``results/scores/<dataset>/<model>/fold<f>_seed<s>.csv`` (a replicate: cross-validation fold
-f, training seed s), gathered into the long table :func:`unetflow.comparison.compare.compare`
+``results/scores/<dataset>/<model>.csv`` (a run of the fixed split) or the replicates stage to
+``results/scores/<dataset>/<model>/seed<s>/fold<f>.csv`` (cross-validation fold f, training
+seed s), gathered into the long table :func:`unetflow.comparison.compare.compare`
 takes.
 """
 
@@ -22,10 +22,10 @@ COMPARED = {
 
 
 def score_path(scores: Path, model: str, fold: int | None = None, seed: int | None = None) -> Path:
-    """Where evaluate writes the test scores of a run: a fixed-split run without fold and seed."""
+    """Where the test scores of a run are: a fixed-split run's without fold and seed."""
     if fold is None:
         return Path(scores) / f"{model}.csv"
-    return Path(scores) / model / f"fold{fold}_seed{seed}.csv"
+    return Path(scores) / model / f"seed{seed}" / f"fold{fold}.csv"
 
 
 def load_scores(

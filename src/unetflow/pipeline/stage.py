@@ -81,12 +81,6 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def add_fold(parser: argparse.ArgumentParser) -> None:
-    """--fold: run on a cross-validation fold of folds.csv instead of split.csv (the replicate
-    stages of the compare stage)."""
-    parser.add_argument("--fold", type=int, help="a cross-validation fold (default: split.csv)")
-
-
 @cache
 def dvc_stages(dvc_yaml: str) -> dict[str, Any]:
     """The `stages` of a dvc.yaml, as written (placeholders unfilled)."""

@@ -1,0 +1,87 @@
+"""The replicates of the compare stage: one training seed over every selected cross-validation
+fold, each fold trained, predicted and scored as train, infer and evaluate do a fixed-split run.
+
+One job per dataset x model x seed (not per fold): several hundred fold jobs would make a no-op
+`dvc status` take tens of seconds, since DVC re-reads params.yaml for every stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from unetflow.evaluation.evaluate import evaluate
+from unetflow.inference.infer import infer_dataset
+from unetflow.training.trainer import train
+
+log = logging.getLogger(__name__)
+
+
+def fold_dir(runs: Path, fold: int) -> Path:
+    """The folder of one fold's run under a seed's folder: model.pt, dvclive/, predictions/,
+    metrics.json and per_image.csv."""
+    return Path(runs) / f"fold{fold}"
+
+
+def run_replicates(
+    *,
+    dataset: str,
+    model: str,
+    seed: int,
+    folds: Sequence[int],
+    params: dict[str, Any],
+    processed: Path,
+    augmented: Path,
+    runs: Path,
+    scores: Path,
+    checkpoints: Path,
+) -> None:
+    """Train `model` with `seed` on each fold's training images, predict its validation and
+    test images and score them: `runs`/fold<f>/ and `scores`/fold<f>.csv per fold.
+
+    `params` are the job's (resolved for the preset); `checkpoints`/fold<f> lets a killed
+    fold resume where its training stopped."""
+    dataset_cfg = params["dataset_defs"][dataset]
+    device, amp = params["train"]["device"], params["train"]["amp"]
+    for fold in folds:
+        run = fold_dir(runs, fold)
+        log.info("replicate %s %s seed %d: fold %d of %s", dataset, model, seed, fold, list(folds))
+        train(
+            dataset=dataset,
+            dataset_cfg=dataset_cfg,
+            processed=processed,
+            augmented=augmented,
+            model_name=model,
+            model_cfg=params["model_defs"][model],
+            train_cfg=params["train"],
+            infer_cfg=params["infer"],
+            seed=seed,
+            model_out=run / "model.pt",
+            live_dir=run / "dvclive",
+            checkpoint_dir=Path(checkpoints) / f"fold{fold}",
+            fold=fold,
+        )
+        infer_dataset(
+            checkpoint=run / "model.pt",
+            processed=processed,
+            out=run / "predictions",
+            infer_cfg=params["infer"],
+            device=device,
+            amp=amp,
+            fold=fold,
+        )
+        evaluate(
+            dataset=dataset,
+            kind=dataset_cfg["kind"],
+            processed=processed,
+            predictions=run / "predictions",
+            out_metrics=run / "metrics.json",
+            out_per_image=run / "per_image.csv",
+            live_dir=run / "dvclive",
+            fold=fold,
+            out_scores=Path(scores) / f"fold{fold}.csv",
+        )
+    shutil.rmtree(checkpoints, ignore_errors=True)
