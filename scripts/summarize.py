@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from unetflow.comparison.report import read_comparison
 from unetflow.config import check_params, load_params, schema_for
 from unetflow.evaluation.rows import read_row, row_path
 from unetflow.pipeline.stage import OneLineParser, run_stage
@@ -18,6 +19,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = OneLineParser(description=__doc__)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
     parser.add_argument("--rows", type=Path, required=True, help="results/rows")
+    parser.add_argument(
+        "--comparisons", type=Path, required=True, help="results/comparison (<dataset>.json)"
+    )
     parser.add_argument("--csv", type=Path, required=True, help="summary.csv to write")
     parser.add_argument("--md", type=Path, required=True, help="summary.md to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
@@ -35,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         check_params(params, schema_for(args.params), source=source)
     runs = [(d, m) for d in params["datasets"] for m in params["models"]]
     rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
-    summarize(rows, args.csv, args.md, args.metrics)
+    comparisons = {d: read_comparison(args.comparisons, d) for d in params["datasets"]}
+    summarize(rows, args.csv, args.md, args.metrics, comparisons)
     print(f"summarize: {len(rows)} runs -> {args.csv}, {args.md}, {args.metrics}")
 
 

@@ -34,7 +34,7 @@ OUTPUTS = (
         for model in MODELS
         for out in ("predictions", "metrics.json", "per_image.csv", "shifts.csv", "explain")
     ]
-    + [f"results/{name}/comparison.{ext}" for name in DATASETS for ext in ("json", "md", "png")]
+    + [f"results/comparison/{name}.{ext}" for name in DATASETS for ext in ("json", "md", "png")]
     + [f"results/scores/{name}" for name in DATASETS]
 )
 
@@ -85,8 +85,8 @@ def test_both_engines_produce_identical_outputs(engines):
 def test_compare_pairs_the_models_on_the_same_test_images(engines):
     """Per dataset, unet_modern against baseline_mean on every test image of the fixed split."""
     for name in DATASETS:
-        folder = engines["dvc"] / "results" / name
-        result = json.loads((folder / "comparison.json").read_text())
+        folder, compared = (engines["dvc"] / "results" / d for d in (name, "comparison"))
+        result = json.loads((compared / f"{name}.json").read_text())
         n_test = len(pd.read_csv(folder / "unet_modern" / "per_image.csv").query("split == 'test'"))
         assert result["variants"] == MODELS and result["n_images"] == n_test > 0
         pair = result["pairs"]["unet_modern_vs_baseline_mean"]["metrics"]["dice"]
@@ -95,7 +95,7 @@ def test_compare_pairs_the_models_on_the_same_test_images(engines):
         modern = result["per_variant"]["unet_modern"]["dice"]
         assert modern["ci_low"] <= modern["mean"] <= modern["ci_high"]
         assert result["replicates"]["unet_modern"] == {"seeds": [2015], "folds": [-1]}
-        assert "## dice (higher is better)" in (folder / "comparison.md").read_text()
+        assert "## dice (higher is better)" in (compared / f"{name}.md").read_text()
 
 
 def test_summary_has_one_row_per_run_with_its_metrics(engines):
@@ -123,6 +123,8 @@ def test_summary_has_one_row_per_run_with_its_metrics(engines):
     ]
     pd.testing.assert_frame_equal(*timeless)
     md = (project / "results/summary.md").read_text()
+    assert md.index("## Which differences hold up") < md.index("## Every run")
+    assert "### isbi2012 (5 test images)" in md
     assert "## Beside the published references" in md
     assert "| isbi2012 | unet_modern | pixel_error |" in md
     assert "| synth_cxr | unet_modern | iou |" in md and "| Shenzhen study | 0.897 |" in md
@@ -223,7 +225,7 @@ def test_sync_to_dvc_adopts_a_snakemake_run(engines):
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     (workspace,) = shown.values()
     # the view DVC shows: summarize's file and each dataset's comparison
-    comparisons = {f"results/{name}/comparison.json" for name in DATASETS}
+    comparisons = {f"results/comparison/{name}.json" for name in DATASETS}
     assert set(workspace["data"]) == {"metrics.json"} | comparisons
     view = workspace["data"]["metrics.json"]["data"]
     assert {(d, m) for d in view for m in view[d]} == {(d, m) for d in DATASETS for m in MODELS}
@@ -272,7 +274,7 @@ def test_metrics_and_params_diff_name_only_the_affected_experiments(engines):
     assert list(changed_params) == ["params.yaml"]
     assert list(changed_params["params.yaml"]) == ["model_defs.unet_modern.train.lr"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
-    comparisons = [f"results/{name}/comparison.json" for name in DATASETS]
+    comparisons = [f"results/comparison/{name}.json" for name in DATASETS]
     assert sorted(diff) == sorted(["metrics.json", *comparisons]), diff
     changed = {key.rsplit(".", 1)[0] for key in diff["metrics.json"]}  # <dataset>.<model>
     assert changed == {f"{name}.unet_modern" for name in DATASETS}, diff

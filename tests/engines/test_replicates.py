@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 DATASET = "synth_em"
 MODELS = ["unet_modern", "baseline_mean"]
 FOLDS, SEEDS = [0, 1], [1, 2]
-COMPARISON = [f"results/{DATASET}/comparison.{ext}" for ext in ("json", "md", "png")]
+COMPARISON = [f"results/comparison/{DATASET}.{ext}" for ext in ("json", "md", "png")]
 REPLICATES = [
     f"results/{DATASET}/{model}/replicates/seed{seed}/fold{fold}"
     for model in MODELS
@@ -33,7 +33,7 @@ def engines(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("replicates")
     smk = copy_project(root / "snakemake", tiny=True, datasets=[DATASET], models=MODELS)
     selection = [f"folds={FOLDS}".replace(" ", ""), f"seeds={SEEDS}".replace(" ", "")]
-    target = f"results/{DATASET}/comparison.json"
+    target = COMPARISON[0]
     run(["snakemake", "--cores", "2", target, "--config", *selection], smk)
     dvc = copy_project(
         root / "dvc",
@@ -86,7 +86,7 @@ def test_dvc_metrics_diff_shows_the_comparison_after_a_param_change(engines):
     ran = set(re.findall(r"Running stage '([^']+)'", out.stdout))
     assert ran == {f"compare@{DATASET}"}, out.stdout
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
-    changed = diff[f"results/{DATASET}/comparison.json"]
+    changed = diff[COMPARISON[0]]
     assert changed["settings.n_boot"] == {"old": 9999, "new": 199, "diff": -9800}
     # the intervals move with the resamples (the means do not)
     assert any(key.startswith("headline.") and "_ci_" in key for key in changed), changed

@@ -30,9 +30,14 @@ def live_dir(wildcards, input):
     return str(Path(input.curves).parent.parent)
 
 
-def rows_dir(wildcards, input):
-    """The folder of summary rows (results/rows), from the row files <rows>/<dataset>/<model>.json."""
-    return str(Path(input.rows[0]).parent.parent)
+def input_folder(key, depth):
+    """A params function: the folder `depth` levels above the first file of input `key`, such
+    as results/rows of <rows>/<dataset>/<model>.json (depth 2)."""
+
+    def folder(wildcards, input):
+        return str(Path(input[key][0]).parents[depth - 1])
+
+    return folder
 
 
 def compare_scores(wildcards):

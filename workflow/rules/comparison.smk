@@ -40,9 +40,14 @@ rule compare:
         code=code("compare"),
         scores=compare_scores,
     output:
-        json="results/{dataset}/comparison.json",
-        md="results/{dataset}/comparison.md",
-        figure="results/{dataset}/comparison.png",
+        json="results/comparison/{dataset}.json",
+        md="results/comparison/{dataset}.md",
+        figure=report(
+            "results/comparison/{dataset}.png",
+            caption="../report/comparison.rst",
+            category="Comparison",
+            labels={"dataset": "{dataset}"},
+        ),
     log:
         "logs/{dataset}/compare.log",
     benchmark:

@@ -10,6 +10,11 @@ rule summarize:
             dataset=config["datasets"],
             model=config["models"],
         ),
+        comparisons=expand(
+            "results/comparison/{dataset}.{ext}",
+            dataset=config["datasets"],
+            ext=["json", "md", "png"],
+        ),
     output:
         csv=report(
             "results/summary.csv",
@@ -26,11 +31,13 @@ rule summarize:
     conda:
         "../envs/unetflow.yaml"
     params:
-        rows=rows_dir,
+        rows=input_folder("rows", 2),
+        comparisons=input_folder("comparisons", 1),
         datasets=" ".join(config["datasets"]),
         models=" ".join(config["models"]),
         tracked=tracked("summarize"),
     shell:
         "python {input.script} --params params.yaml --rows {params.rows} "
+        "--comparisons {params.comparisons} "
         "--csv {output.csv} --md {output.md} --metrics {output.metrics} "
         "--datasets {params.datasets} --models {params.models} > {log} 2>&1"

@@ -8,12 +8,22 @@ code dependency of the compare stage.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from unetflow.comparison.runs import FIXED_SPLIT
 
 #: Decimals of a metric's values (distances in pixels need fewer than overlaps).
 DECIMALS = {"hd95": 2, "assd": 2}
+
+
+def read_comparison(folder: Path, dataset: str) -> dict[str, Any]:
+    """The compare stage's result for `dataset`: `folder`/<dataset>.json."""
+    path = Path(folder) / f"{dataset}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; expected the compare stage's result")
+    return json.loads(path.read_text())
 
 
 def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...]) -> str:

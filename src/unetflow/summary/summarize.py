@@ -7,9 +7,10 @@ published references.
 test split is empty), the training time, parameter count and device from its ``model.pt``.
 The evaluate stage writes each run's row (``evaluate.summary_row``, ``rows.write_row``)
 to ``results/rows/<dataset>/<model>.json``; the summarize stage collects them.
-``summary.md`` shows the same table and a second one that pairs each run with
-every reference (``references.yaml``) for its dataset kind, with the source and whether the
-test sets differ (they always do here; the column says how).
+``summary.md`` leads with the compare stage's verdicts (which differences between the models
+hold up on the same test images, per dataset and metric), then shows the table and a second
+one that pairs each run with every reference (``references.yaml``) for its dataset kind, with
+the source and whether the test sets differ (they always do here; the column says how).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from unetflow.comparison.report import replicate_line, verdict
 from unetflow.evaluation.rows import SUMMARY_COLUMNS
 from unetflow.evaluation.subgroups import FINDINGS, SUBGROUP_METRICS, sex_finding_table
 from unetflow.io.outputs import write_text_atomic
@@ -46,10 +48,15 @@ def dvc_view(summary: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summarize(
-    summary: list[dict[str, Any]], out_csv: Path, out_md: Path, out_metrics: Path | None = None
+    summary: list[dict[str, Any]],
+    out_csv: Path,
+    out_md: Path,
+    out_metrics: Path | None = None,
+    comparisons: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Write summary.csv, summary.md and (given `out_metrics`) metrics.json for the summary
-    rows `summary`, in that order."""
+    rows `summary`, in that order; summary.md opens with the verdicts of `comparisons`
+    (dataset -> its comparison.json)."""
     table = pd.DataFrame(summary, columns=list(SUMMARY_COLUMNS))
     table["parameters"] = table["parameters"].astype("Int64")
     table["n_test"] = table["n_test"].astype("Int64")
@@ -57,6 +64,9 @@ def summarize(
     presets = sorted({str(row["preset"]) for row in summary})
     md = [
         f"# unetflow results (preset {', '.join(f'`{p}`' for p in presets) or '–'})",
+        "",
+        *comparison_section(comparisons or {}),
+        "## Every run",
         "",
         "Test-split means over images (metrics.json `test.*`); – where a metric does not "
         "apply or was not computed. Training time in seconds, parameters counted from the "
@@ -79,6 +89,25 @@ def summarize(
     write_text_atomic(Path(out_md), "\n".join(md))
     if out_metrics is not None:
         write_text_atomic(Path(out_metrics), json.dumps(dvc_view(summary), indent=2) + "\n")
+
+
+def comparison_section(comparisons: dict[str, dict[str, Any]]) -> list[str]:
+    """summary.md lines: per dataset, which differences between the models hold up (the
+    compare stage's verdict for each metric) and where the details are; none without."""
+    if not comparisons:
+        return []
+    lines = [
+        "## Which differences hold up",
+        "",
+        "From the compare stage: paired Wilcoxon tests on the same test images, Holm-adjusted "
+        "over the pairs of each metric; the CIs, effect sizes and ranks are in "
+        "`results/comparison/<dataset>.md`. The tables below show means only.",
+    ]
+    for dataset, result in comparisons.items():
+        lines += ["", f"### {dataset} ({result['n_images']} test images)", ""]
+        lines += [replicate_line(result), ""]
+        lines += [f"- {verdict(result, metric)}" for metric in result["metrics"]]
+    return [*lines, ""]
 
 
 def shift_section(summary: list[dict[str, Any]]) -> list[str]:

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from unetflow.comparison.compare import compare
 from unetflow.evaluation.evaluate import summary_row
 from unetflow.evaluation.rows import SUMMARY_COLUMNS, ReportError, read_row, row_path, write_row
 from unetflow.evaluation.subgroups import subgroup_table
@@ -276,12 +277,18 @@ def test_summarize_script_takes_snakemakes_selection_over_params(tmp_path):
         command = [sys.executable, str(ROOT / "scripts" / "summarize.py"), "--params"]
         command += [str(tmp_path / "params.yaml"), "--rows", str(rows_dir), "--csv"]
         command += [str(tmp_path / "s.csv"), "--md", str(tmp_path / "s.md")]
-        command += ["--metrics", str(tmp_path / "m.json"), *extra]
+        command += ["--metrics", str(tmp_path / "m.json"), "--comparisons"]
+        command += [str(tmp_path / "comparison"), *extra]
         return subprocess.run(command, capture_output=True, text=True, check=False)
 
     missing = summarize_script()  # params.yaml's own selection
     assert missing.returncode == 1 and "rows/isbi2012/unet_modern.json" in missing.stderr
     assert not (tmp_path / "s.csv").exists()
+    no_comparison = summarize_script("--datasets", "synth_em", "--models", "unet_modern")
+    assert no_comparison.returncode == 1
+    assert "comparison/synth_em.json: not found" in no_comparison.stderr
+    (tmp_path / "comparison").mkdir()
+    (tmp_path / "comparison" / "synth_em.json").write_text(json.dumps(two_models()))
     done = summarize_script("--datasets", "synth_em", "--models", "unet_modern")
     assert done.returncode == 0, done.stderr
     table = pd.read_csv(tmp_path / "s.csv")
@@ -329,3 +336,27 @@ def test_shift_section_leads_with_clean_worst_and_every_shift(tmp_path):
     assert pd.read_csv(tmp_path / "s.csv").columns.tolist() == list(SUMMARY_COLUMNS)
     summarize(rows[2:], tmp_path / "t.csv", tmp_path / "t.md")
     assert "acquisition shifts" not in (tmp_path / "t.md").read_text()
+
+
+def two_models() -> dict:
+    """The comparison of two models' Dice on 12 images, unet_modern better on every one."""
+    scores = pd.DataFrame(
+        [
+            {"variant": name, "image": f"img{i:02d}", "seed": 1, "fold": -1, "dice": dice + i / 1e3}
+            for name, dice in (("unet_modern", 0.9), ("baseline_mean", 0.7))
+            for i in range(12)
+        ]
+    )
+    return compare(scores, ["dice"], seed=0, n_boot=199)
+
+
+def test_summary_leads_with_which_differences_hold_up(tmp_path):
+    result = two_models()
+    rows = [hand_row("unet_modern", 0.9, 0.8, 5.0, 1.5), hand_row("baseline_mean", 0.7, 0.5, 40, 9)]
+    summarize(rows, tmp_path / "s.csv", tmp_path / "s.md", comparisons={"synth_cxr": result})
+    md = (tmp_path / "s.md").read_text()
+    assert md.index("## Which differences hold up") < md.index("## Every run")
+    assert "### synth_cxr (12 test images)" in md
+    assert "- **dice**: holds up: `unet_modern` better than `baseline_mean`." in md
+    summarize(rows, tmp_path / "t.csv", tmp_path / "t.md")  # no comparison: no section
+    assert "Which differences" not in (tmp_path / "t.md").read_text()
