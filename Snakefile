@@ -41,7 +41,7 @@ rule all:
         ),
         summary="results/summary.md",
         comparisons=expand(
-            "results/{dataset}/comparison.json", dataset=config["datasets"]
+            "results/comparison/{dataset}.json", dataset=config["datasets"]
         ),
         explain=expand(
             "results/{dataset}/{model}/explain",
