@@ -13,10 +13,12 @@ from pathlib import Path
 from unetflow.comparison.compare import compare
 from unetflow.comparison.report import comparison_markdown
 from unetflow.comparison.runs import COMPARED, load_scores
-from unetflow.config import check_params, load_params, schema_for
+from unetflow.config import load_params
 from unetflow.io.outputs import atomic_file, write_text_atomic
-from unetflow.pipeline.stage import run_stage, stage_parser
+from unetflow.pipeline.stage import add_selection, run_stage, stage_parser, with_selection
 from unetflow.plots import comparison_figure
+
+SELECTION = ("models", "folds", "seeds")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -26,15 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, required=True, help="comparison.json to write")
     parser.add_argument("--md", type=Path, required=True, help="comparison.md to write")
     parser.add_argument("--figure", type=Path, required=True, help="comparison.png to write")
-    parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
-    parser.add_argument("--folds", nargs="*", type=int, help="(default: params.yaml's)")
-    parser.add_argument("--seeds", nargs="*", type=int, help="(default: params.yaml's)")
+    add_selection(parser, *SELECTION)
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    chosen = {k: getattr(args, k) for k in ("models", "folds", "seeds")}
-    if any(v is not None for v in chosen.values()):  # Snakemake's --config selection
-        params = {**params, **{k: v for k, v in chosen.items() if v is not None}}
-        check_params(params, schema_for(args.params), source=f"{args.params} with --models ...")
+    params = with_selection(load_params(args.params), args, args.params, *SELECTION)
     kind = params["dataset_defs"][args.dataset]["kind"]
     scores = load_scores(
         args.scores,

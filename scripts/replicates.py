@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.comparison.replicates import run_replicates
-from unetflow.pipeline.stage import job_params, run_stage, stage_parser
+from unetflow.pipeline.stage import add_selection, job_params, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -25,9 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the seed's folder of fold runs")
     parser.add_argument("--scores", type=Path, required=True, help="its folder of test scores")
     parser.add_argument("--checkpoints", type=Path, required=True, help="resume checkpoints")
-    parser.add_argument(
-        "--folds", nargs="+", type=int, help="Snakemake's --config selection (default: params')"
-    )
+    add_selection(parser, "folds")
     args = parser.parse_args(argv)
     params = job_params(
         args.params, "replicates", preset=args.preset, dataset=args.dataset, model=args.model

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.comparison.report import read_comparison
-from unetflow.config import check_params, load_params, schema_for
+from unetflow.config import load_params
 from unetflow.evaluation.rows import read_row, row_path
-from unetflow.pipeline.stage import OneLineParser, run_stage
+from unetflow.pipeline.stage import OneLineParser, add_selection, run_stage, with_selection
 from unetflow.summary.summarize import summarize
 
 
@@ -25,18 +25,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path, required=True, help="summary.csv to write")
     parser.add_argument("--md", type=Path, required=True, help="summary.md to write")
     parser.add_argument("--metrics", type=Path, required=True, help="metrics.json to write")
-    parser.add_argument("--datasets", nargs="+", help="the selection (default: params.yaml's)")
-    parser.add_argument("--models", nargs="+", help="the selection (default: params.yaml's)")
+    add_selection(parser, "datasets", "models")
     args = parser.parse_args(argv)
-    params = load_params(args.params)
-    if args.datasets or args.models:  # Snakemake's --config selection, checked as params are
-        params = {
-            **params,
-            "datasets": args.datasets or params["datasets"],
-            "models": args.models or params["models"],
-        }
-        source = f"{args.params} with --datasets/--models"
-        check_params(params, schema_for(args.params), source=source)
+    params = with_selection(load_params(args.params), args, args.params, "datasets", "models")
     runs = [(d, m) for d in params["datasets"] for m in params["models"]]
     rows = [read_row(row_path(args.rows, dataset, model)) for dataset, model in runs]
     comparisons = {d: read_comparison(args.comparisons, d) for d in params["datasets"]}

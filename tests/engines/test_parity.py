@@ -271,8 +271,8 @@ MUTATIONS = [
     ),
     (
         "workflow/rules/summary.smk",
-        'model=config["models"],\n        ),\n    output:',
-        'model=config["models"][:1],\n        ),\n    output:',
+        'model=config["models"],\n        ),\n        comparisons=',
+        'model=config["models"][:1],\n        ),\n        comparisons=',
         r"summarize deps",
     ),  # the rows Snakemake collects must be exactly those DVC's results/rows holds
     (

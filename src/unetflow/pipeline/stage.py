@@ -21,7 +21,15 @@ from typing import Any, NoReturn
 
 import yaml
 
-from unetflow.config import ParamsError, leaves, load_params, resolve, shadowed
+from unetflow.config import (
+    ParamsError,
+    check_params,
+    leaves,
+    load_params,
+    resolve,
+    schema_for,
+    shadowed,
+)
 from unetflow.io.logs import configure_logging
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,34 @@ def stage_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params.yaml")
     parser.add_argument("--dataset", required=True, help="a name under dataset_defs")
     return parser
+
+
+def add_selection(parser: argparse.ArgumentParser, *keys: str) -> None:
+    """--<key> for selection keys of params (datasets, models, folds, seeds): Snakemake passes
+    its --config selection, which params.yaml does not hold; DVC's commands leave them out (a
+    list cannot be put in a dvc.yaml command), and the script reads params.yaml's."""
+    for key in keys:
+        numbers = key in ("folds", "seeds")  # empty when none are selected
+        parser.add_argument(
+            f"--{key}",
+            nargs="*" if numbers else "+",
+            type=int if numbers else str,
+            help="the selection (default: params.yaml's)",
+        )
+
+
+def with_selection(
+    params: dict[str, Any], args: argparse.Namespace, params_path: Path, *keys: str
+) -> dict[str, Any]:
+    """`params` with the selection `keys` given on the command line (add_selection), checked
+    as params.yaml is."""
+    chosen = {key: getattr(args, key) for key in keys if getattr(args, key) is not None}
+    if not chosen:
+        return params
+    params = {**params, **chosen}
+    source = f"{params_path} with --" + "/--".join(chosen)
+    check_params(params, schema_for(params_path), source=source)
+    return params
 
 
 @cache
