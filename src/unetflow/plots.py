@@ -337,6 +337,6 @@ def _comparison_pairs(ax: Any, result: dict[str, Any], metric: str) -> None:
     ax.set_ylim(len(pairs) - 0.5, -0.5)
     better = "a better →" if result["metrics"][metric] == "higher" else "← a better"
     alpha = result["settings"]["alpha"]
-    ax.set_title(f"{metric}: a − b, 95 % CI (filled: Holm p < {alpha})")
+    ax.set_title(f"{metric}: a − b, 95 % CI\n(filled: Holm p < {alpha})", fontsize="medium")
     ax.set_xlabel(better)
     ax.grid(axis="x", alpha=0.3)
