@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.pipeline.stage import job_params, run_stage, stage_parser
-from unetflow.training.trainer import train
+from unetflow.training.trainer import job_config, train
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -28,14 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.params, "train", preset=args.preset, dataset=args.dataset, model=args.model
     )
     train(
-        dataset=args.dataset,
-        dataset_cfg=params["dataset_defs"][args.dataset],
+        **job_config(params, args.dataset, args.model),
         processed=args.processed,
         augmented=args.augmented,
-        model_name=args.model,
-        model_cfg=params["model_defs"][args.model],
-        train_cfg=params["train"],
-        infer_cfg=params["infer"],
         seed=params["seed"],
         model_out=args.model_out,
         live_dir=args.live,

@@ -15,7 +15,7 @@ from typing import Any
 
 from unetflow.evaluation.evaluate import evaluate
 from unetflow.inference.infer import infer_dataset
-from unetflow.training.trainer import train
+from unetflow.training.trainer import job_config, train
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,14 @@ def run_replicates(
 
     `params` are the job's (resolved for the preset); `checkpoints`/fold<f> lets a killed
     fold resume where its training stopped."""
-    dataset_cfg = params["dataset_defs"][dataset]
     device, amp = params["train"]["device"], params["train"]["amp"]
     for fold in folds:
         run = fold_dir(runs, fold)
         log.info("replicate %s %s seed %d: fold %d of %s", dataset, model, seed, fold, list(folds))
         train(
-            dataset=dataset,
-            dataset_cfg=dataset_cfg,
+            **job_config(params, dataset, model),
             processed=processed,
             augmented=augmented,
-            model_name=model,
-            model_cfg=params["model_defs"][model],
-            train_cfg=params["train"],
-            infer_cfg=params["infer"],
             seed=seed,
             model_out=run / "model.pt",
             live_dir=run / "dvclive",
@@ -75,7 +69,7 @@ def run_replicates(
         )
         evaluate(
             dataset=dataset,
-            kind=dataset_cfg["kind"],
+            kind=params["dataset_defs"][dataset]["kind"],
             processed=processed,
             predictions=run / "predictions",
             out_metrics=run / "metrics.json",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from unetflow.training.settings import torch_settings
-from unetflow.training.trainer import Job, Trainer, new_job
+from unetflow.training.trainer import Job, Trainer, job_config, new_job
 
 RISE = 1.5  # last fifth's median loss above RISE x the first fifth's: the recipe is unstable
 FALL = 0.98  # below FALL x the first fifth's: the loss fell
@@ -147,14 +147,9 @@ def probe_recipe(
     train job's view: dataset_defs, model_defs, train, infer, seed), from `processed`."""
     with tempfile.TemporaryDirectory(prefix="unetflow-preflight-") as scratch:
         job = new_job(
-            dataset=dataset,
-            dataset_cfg=params["dataset_defs"][dataset],
+            **job_config(params, dataset, model),
             processed=processed,
             augmented=None,
-            model_name=model,
-            model_cfg=params["model_defs"][model],
-            train_cfg=params["train"],
-            infer_cfg=params["infer"],
             seed=params["seed"],
             model_out=Path(scratch) / "model.pt",
             live_dir=Path(scratch) / "live",

@@ -536,6 +536,19 @@ def train_mean_mask(job: Job) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry point
 
 
+def job_config(params: dict[str, Any], dataset: str, model: str) -> dict[str, Any]:
+    """The keywords of :func:`new_job` and :func:`train` that a train job's params view
+    (dataset_defs, model_defs, train, infer) sets for `dataset` x `model`."""
+    return {
+        "dataset": dataset,
+        "dataset_cfg": params["dataset_defs"][dataset],
+        "model_name": model,
+        "model_cfg": params["model_defs"][model],
+        "train_cfg": params["train"],
+        "infer_cfg": params["infer"],
+    }
+
+
 def new_job(
     *,
     dataset: str,
