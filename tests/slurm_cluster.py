@@ -3,9 +3,10 @@
 Everything lives under the folder: the munge key and socket, slurm.conf and gres.conf, the
 state and spool folders, the logs. The daemons run in the foreground as children of the test
 process (root, no systemd) on free loopback ports, and are stopped by their process ids. The
-node has one fake GPU (`gres.conf`: File=/dev/null), so that a job's GPU request is recorded
-without a GPU. There is no slurmdbd: `sacct` has nothing, job states come from `squeue`, and
-MinJobAge keeps a finished job in slurmctld's memory for `scontrol show job`.
+node has two fake GPUs (`gres.conf`: File=/dev/null and /dev/zero), so that a job's GPU request
+is recorded without a GPU, and two GPU jobs run at once, as two jobs do under `--cores 2`.
+There is no slurmdbd: `sacct` has nothing, job states come from `squeue`, and MinJobAge keeps
+a finished job in slurmctld's memory for `scontrol show job`.
 
 SLURM's commands find the configuration through SLURM_CONF, but the executor plugin's job step
 drops every SLURM_* variable before it calls `srun` inside a job, and srun then looks only at
@@ -70,10 +71,10 @@ MinJobAge={min_job_age}
 KillWait=5
 GresTypes=gpu
 NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={memory} \
-Gres=gpu:1 State=UNKNOWN
+Gres=gpu:2 State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
-GRES_CONF = "Name=gpu File=/dev/null\n"
+GRES_CONF = "Name=gpu File=/dev/null\nName=gpu File=/dev/zero\n"
 
 
 def free_port() -> int:
