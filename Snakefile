@@ -28,6 +28,7 @@ include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/summary.smk"
 include: "workflow/rules/explain.smk"
 include: "workflow/rules/comparison.smk"
+include: "workflow/rules/noise.smk"
 
 
 rule all:
@@ -48,3 +49,4 @@ rule all:
             dataset=config["datasets"],
             model=config["models"],
         ),
+        noise=expand("results/noise/{dataset}.json", dataset=config["noise_datasets"]),

@@ -340,3 +340,46 @@ def _comparison_pairs(ax: Any, result: dict[str, Any], metric: str) -> None:
     ax.set_title(f"{metric}: a − b, 95 % CI\n(filled: Holm p < {alpha})", fontsize="medium")
     ax.set_xlabel(better)
     ax.grid(axis="x", alpha=0.3)
+
+
+def noise_figure(study: dict[str, Any]) -> Figure:
+    """The noise study at a glance: one row per test metric, one column per model; each
+    family a line of its levels (mean ± SD over seeds) against the training labels' Dice, the
+    clean run a dashed line (and a star at label Dice 1), and for Dice the labels' own Dice
+    (y = x) as a dotted line: points above it beat their labels."""
+    metrics, models = study["metrics"], study["models"]
+    if not models:
+        return notice("no models in the noise study")
+    fig = Figure(figsize=(4.2 * len(models), 2.6 * len(metrics)), layout="constrained")
+    axes = fig.subplots(len(metrics), len(models), squeeze=False)
+    for row, metric in zip(axes, metrics, strict=True):
+        for ax, model in zip(row, models, strict=True):
+            _noise_axis(ax, study, model, metric)
+    axes[0][0].legend(fontsize=7, frameon=False)
+    return fig
+
+
+def _noise_axis(ax: Any, study: dict[str, Any], model: str, metric: str) -> None:
+    """One metric of one model: a line per family, the clean run and (Dice) y = x."""
+    clean = study["clean"][model][metric]
+    for family, by_level in study["runs"][model].items():
+        entries = list(by_level.values())
+        x = [e["label_dice"]["mean"] for e in entries]
+        y = [e[metric]["mean"] for e in entries]
+        ax.errorbar(
+            x,
+            y,
+            xerr=[e["label_dice"]["sd"] for e in entries],
+            yerr=[e[metric]["sd"] for e in entries],
+            fmt="o-",
+            capsize=2,
+            label=family,
+        )
+    ax.axhline(clean, color="black", linestyle="--", linewidth=1, label="clean run")
+    ax.plot([1.0], [clean], marker="*", color="black", markersize=9)
+    if metric == "dice":
+        low = min([*ax.get_xlim(), *ax.get_ylim()])
+        ax.plot([low, 1.0], [low, 1.0], color="grey", linestyle=":", label="labels' Dice")
+    ax.set_title(f"{model}: test {metric}", fontsize=9)
+    ax.set_xlabel("Dice of the training labels", fontsize=8)
+    ax.grid(alpha=0.3)

@@ -41,8 +41,8 @@ def test_command_line_contract_selects_jobs(project):
     [
         (
             ["seed=3"],
-            "--config may set only preset, datasets, models, folds, seeds; change seed in "
-            "params.yaml",
+            "--config may set only preset, datasets, models, folds, seeds, noise_datasets, "
+            "noise_families, noise_levels, noise_seeds; change seed in params.yaml",
         ),
         (["datasets=[nope]"], "datasets: 'nope' is not defined under dataset_defs"),
         (["folds=[0]"], "folds, seeds: give both (each fold x seed is a run) or neither"),

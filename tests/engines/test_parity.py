@@ -33,40 +33,22 @@ def folder_deps(smk_deps: list[str], dvc_deps: list[str], dvc: dict) -> list[str
     return sorted(deps)
 
 
-SELECTION = re.compile(r" --datasets (?P<datasets>[\w ]+) --models (?P<models>[\w ]+)$")
+# The selection Snakemake's summarize, compare, replicates and noise study commands append
+# (`--models a b --folds 0 1 ...`); a key may have no values (`--folds` when none are selected).
+SELECTION = re.compile(r"(?:\s+--(?:datasets|models|folds|seeds|noise_\w+)(?: +\w+)*)+\s*$")
+SELECTS = ("summarize", "compare@", "replicates@", "noise@", "noise_scores@")
 
 
 def without_selection(cmd: str, project: Path | None) -> str:
-    """Snakemake's summarize command without the `--datasets ... --models ...` it appends (DVC
-    cannot put a list in a command; its script reads them from params.yaml, which `dvc exp run
-    -S` edits, while Snakemake's `--config` does not): those must be the selection of
-    `project`'s params.yaml, and must be there."""
+    """A command without the selection it appends (DVC cannot put a list in a command; its
+    script reads them from params.yaml, which `dvc exp run -S` edits, while Snakemake's
+    `--config` does not): each must be the selection of `project`'s params.yaml."""
     match = SELECTION.search(cmd)
-    assert match, f"summarize passes no selection: {cmd!r}"
-    if project is not None:
-        params = yaml.safe_load((project / "params.yaml").read_text())
-        assert match["datasets"].split() == params["datasets"], cmd
-        assert match["models"].split() == params["models"], cmd
-    return cmd[: match.start()]
-
-
-REPLICATES = re.compile(
-    r"( --models (?P<models>[\w ]+))? --folds (?P<folds>[\d ]*)( --seeds (?P<seeds>[\d ]*))?$"
-)
-
-
-def without_replicates(cmd: str, project: Path | None) -> str:
-    """Snakemake's compare and replicates commands without the `[--models ...] --folds ...
-    [--seeds ...]` they append, for the reason of :func:`without_selection`; checked against
-    `project`'s."""
-    match = REPLICATES.search(cmd)
     assert match, f"no selection passed: {cmd!r}"
     if project is not None:
         params = yaml.safe_load((project / "params.yaml").read_text())
-        assert [int(f) for f in match["folds"].split()] == params["folds"], cmd
-        for key in ("models", "seeds"):
-            if match[key] is not None:
-                assert match[key].split() == [str(v) for v in params[key]], cmd
+        for key, values in re.findall(r"--(\w+)((?: +\w+)*)", match[0]):
+            assert values.split() == [str(v) for v in params[key]], (key, cmd)
     return cmd[: match.start()]
 
 
@@ -78,10 +60,8 @@ def differences(snakemake: dict, dvc: dict, project: Path | None = None) -> list
     for name in sorted(set(snakemake) & set(dvc)):
         smk = {**snakemake[name]}
         smk["deps"] = folder_deps(smk["deps"], dvc[name]["deps"], dvc)
-        if name == "summarize":
+        if name.startswith(SELECTS):
             smk["cmd"] = without_selection(smk["cmd"], project)
-        if name.startswith(("compare@", "replicates@")):
-            smk["cmd"] = without_replicates(smk["cmd"], project)
         for field in ("cmd", "deps", "outs", "params"):
             if smk[field] != dvc[name][field]:
                 problems.append(
@@ -209,6 +189,30 @@ def test_replicates_are_the_same_jobs_in_both_engines(tmp_path):
     scores = "results/scores/synth_em/unet_modern/seed7"
     assert set(job["outs"]) == {"results/synth_em/unet_modern/replicates/seed7", scores}
     assert scores in snakemake["compare@synth_em"]["deps"]
+
+
+@pytest.mark.e2e
+def test_the_noise_study_is_the_same_jobs_in_both_engines(tmp_path):
+    """The study selected from the command line: a corrupt job per family x level x seed, a
+    noise run per model on each, the noisy tests per model, and the report per dataset."""
+    selection = {
+        "datasets": ["synth_em", "synth_cxr"],
+        "noise_datasets": ["synth_cxr"],
+        "noise_families": ["bias", "mixed"],
+        "noise_levels": [1, 3],
+        "noise_seeds": [4],
+    }
+    project = copy_project(tmp_path / "p", **selection)
+    snakemake = snakemake_jobs(copy_project(tmp_path / "s"), selection)
+    dvc = dvc_jobs(project)
+    assert differences(snakemake, dvc, project) == []
+    per_stage = Counter(name.split("@")[0] for name in dvc)
+    models = len(yaml.safe_load((project / "params.yaml").read_text())["models"])
+    assert per_stage["corrupt"] == 4 and per_stage["noise_runs"] == 4 * models
+    assert per_stage["noise_scores"] == models and per_stage["noise"] == 1
+    job = dvc["corrupt@synth_cxr-mixed-3-4"]
+    assert "dataset_defs.synth_cxr.noise.mixed" in job["params"]
+    assert "data/noisy/synth_cxr/mixed/level3/seed4" in job["outs"]
 
 
 def _edit(path: Path, old: str, new: str) -> None:

@@ -24,6 +24,10 @@ STAGE_PACKAGE = {
     "explain": "explain",
     "compare": "comparison",
     "replicates": "comparison",
+    "corrupt": "data",
+    "noise_runs": "noise",
+    "noise_scores": "noise",
+    "noise": "noise",
 }
 # Lower layers never import higher ones: config/io/pipeline (and plots, which only draws) ->
 # data/model -> training/inference -> evaluation/explain/summary/comparison -> the CLI.
@@ -40,11 +44,13 @@ LAYER = {
     "explain": 3,
     "summary": 3,
     "comparison": 3,
+    "noise": 3,
     "cli": 4,
 }
-# The one import against the layers, and why: training validates with the Dice and IoU of the
-# evaluation metrics (one definition of each), a module that imports nothing of unetflow.
-UPWARD = {("training.trainer", "evaluation.metrics")}
+# The imports against the layers, and why: training validates with the Dice and IoU of the
+# evaluation metrics, and the corrupt stage records the Dice of each corrupted mask (one
+# definition of each), from a module that imports nothing of unetflow.
+UPWARD = {("training.trainer", "evaluation.metrics"), ("data.corrupt", "evaluation.metrics")}
 LONGEST = 80  # lines of the longest function or method
 
 

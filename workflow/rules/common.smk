@@ -13,6 +13,8 @@ wildcard_constraints:
     dataset="[a-z0-9_]+",
     model="[a-z0-9_]+",
     seed="[0-9]+",
+    family="[a-z]+",
+    level="[0-9]+",
 
 
 def code(stage):
@@ -51,3 +53,22 @@ def compare_scores(wildcards):
         seed=config["seeds"],
     )
     return [path.format(dataset=wildcards.dataset) for path in runs + replicates]
+
+
+def noise_inputs(pattern):
+    """An input function: `pattern` for the job's dataset over every selected model and the
+    noise study's families, levels and seeds (the placeholders it does not name are dropped).
+    """
+
+    def inputs(wildcards):
+        paths = expand(
+            pattern,
+            dataset=wildcards.dataset,
+            model=config["models"],
+            family=config["noise_families"],
+            level=config["noise_levels"],
+            seed=config["noise_seeds"],
+        )
+        return list(dict.fromkeys(paths))
+
+    return inputs

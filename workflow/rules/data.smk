@@ -62,3 +62,30 @@ rule augment:
         "python {input.script} --params params.yaml --preset {params.preset} "
         "--dataset {wildcards.dataset} --processed {input.processed} "
         "--out {output.augmented} > {log} 2>&1"
+
+
+# The annotation-noise study's noisy copy of a processed dataset (noise.smk runs the rest).
+rule corrupt:
+    input:
+        script="scripts/corrupt.py",
+        code=code("corrupt"),
+        processed="data/processed/{dataset}",
+    output:
+        noisy=directory("data/noisy/{dataset}/{family}/level{level}/seed{seed}"),
+        augmented=directory(
+            "data/noisy_augmented/{dataset}/{family}/level{level}/seed{seed}"
+        ),
+    log:
+        "logs/{dataset}/corrupt/{family}-level{level}-seed{seed}.log",
+    benchmark:
+        "benchmarks/{dataset}/corrupt/{family}-level{level}-seed{seed}.tsv"
+    conda:
+        "../envs/unetflow.yaml"
+    params:
+        preset=config["preset"],
+        tracked=tracked("corrupt"),
+    shell:
+        "python {input.script} --params params.yaml --preset {params.preset} "
+        "--dataset {wildcards.dataset} --family {wildcards.family} "
+        "--level {wildcards.level} --seed {wildcards.seed} --processed {input.processed} "
+        "--out {output.noisy} --augmented {output.augmented} > {log} 2>&1"

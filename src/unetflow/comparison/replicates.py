@@ -44,38 +44,70 @@ def run_replicates(
 
     `params` are the job's (resolved for the preset); `checkpoints`/fold<f> lets a killed
     fold resume where its training stopped."""
-    device, amp = params["train"]["device"], params["train"]["amp"]
     for fold in folds:
         run = fold_dir(runs, fold)
         log.info("replicate %s %s seed %d: fold %d of %s", dataset, model, seed, fold, list(folds))
-        train(
-            **job_config(params, dataset, model),
+        train_and_score(
+            params=params,
+            dataset=dataset,
+            model=model,
+            seed=seed,
             processed=processed,
             augmented=augmented,
-            seed=seed,
-            model_out=run / "model.pt",
-            live_dir=run / "dvclive",
-            checkpoint_dir=Path(checkpoints) / f"fold{fold}",
-            fold=fold,
-        )
-        infer_dataset(
-            checkpoint=run / "model.pt",
-            processed=processed,
-            out=run / "predictions",
-            infer_cfg=params["infer"],
-            device=device,
-            amp=amp,
-            fold=fold,
-        )
-        evaluate(
-            dataset=dataset,
-            kind=params["dataset_defs"][dataset]["kind"],
-            processed=processed,
+            run=run,
             predictions=run / "predictions",
-            out_metrics=run / "metrics.json",
-            out_per_image=run / "per_image.csv",
-            live_dir=run / "dvclive",
+            scores=Path(scores) / f"fold{fold}.csv",
+            checkpoints=Path(checkpoints) / f"fold{fold}",
             fold=fold,
-            out_scores=Path(scores) / f"fold{fold}.csv",
         )
     shutil.rmtree(checkpoints, ignore_errors=True)
+
+
+def train_and_score(
+    *,
+    params: dict[str, Any],
+    dataset: str,
+    model: str,
+    seed: int,
+    processed: Path,
+    augmented: Path,
+    run: Path,
+    predictions: Path,
+    scores: Path,
+    checkpoints: Path,
+    fold: int | None = None,
+) -> None:
+    """One run as train, infer and evaluate make it, in one process: `run`/model.pt,
+    dvclive/, metrics.json and per_image.csv, the test scores in `scores` (a CSV) and the
+    predictions in `predictions`; `checkpoints` lets a killed training resume."""
+    device, amp = params["train"]["device"], params["train"]["amp"]
+    train(
+        **job_config(params, dataset, model),
+        processed=processed,
+        augmented=augmented,
+        seed=seed,
+        model_out=run / "model.pt",
+        live_dir=run / "dvclive",
+        checkpoint_dir=checkpoints,
+        fold=fold,
+    )
+    infer_dataset(
+        checkpoint=run / "model.pt",
+        processed=processed,
+        out=predictions,
+        infer_cfg=params["infer"],
+        device=device,
+        amp=amp,
+        fold=fold,
+    )
+    evaluate(
+        dataset=dataset,
+        kind=params["dataset_defs"][dataset]["kind"],
+        processed=processed,
+        predictions=predictions,
+        out_metrics=run / "metrics.json",
+        out_per_image=run / "per_image.csv",
+        live_dir=run / "dvclive",
+        fold=fold,
+        out_scores=scores,
+    )

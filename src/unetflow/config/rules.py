@@ -65,7 +65,7 @@ def _cross_errors(params: dict[str, Any]) -> list[str]:
             if name not in params[defs]:
                 known = sorted(params[defs])
                 errors.append(f"{key}: '{name}' is not defined under {defs} ({known})")
-    errors += _replicate_errors(params)
+    errors += _replicate_errors(params) + _noise_study_errors(params)
     if params["preset"] not in params["presets"]:
         errors.append(f"preset: '{params['preset']}' is not one of {sorted(params['presets'])}")
     for name, model in params["model_defs"].items():
@@ -177,4 +177,37 @@ def _replicate_errors(params: dict[str, Any]) -> list[str]:
         bad = [f for f in folds if k is not None and f >= k]
         if bad:
             errors.append(f"folds: {bad} not folds of {name} (dataset_defs.{name}.folds = {k})")
+    return errors
+
+
+def _noise_study_errors(params: dict[str, Any]) -> list[str]:
+    """A study on noise_datasets (selected datasets) needs families, levels and seeds, and
+    each of its datasets defines each family with each level. Without noise_datasets the
+    others are not used (so a command line can switch the study off with that key alone)."""
+    if not params["noise_datasets"]:
+        return []
+    empty = [key for key in ("noise_families", "noise_levels", "noise_seeds") if not params[key]]
+    if empty:
+        return [f"{', '.join(empty)}: empty; the study on noise_datasets needs each"]
+    errors = [
+        f"noise_datasets: '{name}' is not among the selected datasets {params['datasets']}"
+        for name in params["noise_datasets"]
+        if name not in params["datasets"]
+    ]
+    for name in params["noise_datasets"]:
+        noise = params["dataset_defs"].get(name, {}).get("noise")
+        for family in params["noise_families"]:
+            levels = (noise or {}).get(family)
+            levels = levels["levels"] if isinstance(levels, dict) else levels
+            if levels is None:
+                errors.append(
+                    f"noise_families: '{family}' is not defined under dataset_defs.{name}.noise"
+                )
+                continue
+            bad = [level for level in params["noise_levels"] if level > len(levels)]
+            if bad:
+                errors.append(
+                    f"noise_levels: {bad} beyond the {len(levels)} levels of "
+                    f"dataset_defs.{name}.noise.{family}"
+                )
     return errors

@@ -11,10 +11,10 @@ Outputs:
 
 - ``per_image.csv``: one row per image, val rows before test rows, each in split.csv order:
   ``id, split``, every other column of split.csv (metadata: source, index, size, and for CXR
-  sex, age, finding, ...) and then every metric of :data:`METRICS` (EM) or
-  :data:`CXR_METRICS` (CXR), named like the metrics.json keys; EM rows also carry
-  :data:`RAND_DETAILS` (split and merge parts of V_Rand / V_Info and the thresholds at which
-  V_Rand, V_Info and the Rand error were best), which metrics.json does not aggregate.
+  sex, age, finding, ...) and then every metric of the kind
+  (:func:`unetflow.evaluation.scoring.metric_names`), named like the metrics.json keys; EM
+  rows also carry the split and merge parts of V_Rand / V_Info and the thresholds at which
+  V_Rand, V_Info and the Rand error were best, which metrics.json does not aggregate.
 - ``metrics.json``: ``{"n_val": n, "n_test": n, "val": {...}, "test": {...}}`` where each
   section maps ``<metric>`` to the mean over the split's images and ``<metric>_std`` to their
   population standard deviation (ddof 0, so one image gives 0.0, never NaN). Keys are sorted
@@ -51,14 +51,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from unetflow.evaluation import metrics as m
 from unetflow.evaluation.cases import panel_cases
 from unetflow.evaluation.rows import HEADLINE, ReportError, finite
+from unetflow.evaluation.scoring import image_metrics, load_pair, metric_names, per_image_names
 from unetflow.evaluation.shifts import SHIFT_COLUMNS, SHIFT_LABELS, ShiftModel, shift_summary
 from unetflow.evaluation.subgroups import SUBGROUP_METRICS, subgroup_table
 from unetflow.io.images import (
-    ImageError,
-    read_float_tiff,
     read_gray,
     read_processed_image,
     resize_image,
@@ -71,56 +69,6 @@ from unetflow.model.unet import count_parameters
 from unetflow.plots import age_figure, curves_figure, panels_figure, shifts_figure
 
 EVAL_SPLITS = ("val", "test")
-COMMON_METRICS = ("dice", "iou", "pixel_error", "precision", "recall", "hd95", "assd")
-RAND_METRICS = ("vrand", "vinfo", "rand_error")
-METRICS = COMMON_METRICS + RAND_METRICS
-CXR_METRICS = COMMON_METRICS
-#: EM per-image diagnostics (per_image.csv only): split/merge parts and best thresholds.
-RAND_DETAILS = (
-    "vrand_split",
-    "vrand_merge",
-    "vrand_threshold",
-    "vinfo_split",
-    "vinfo_merge",
-    "vinfo_threshold",
-    "rand_error_threshold",
-)
-KINDS = ("em", "cxr")
-
-
-def metric_names(kind: str) -> tuple[str, ...]:
-    """The metrics evaluated for a dataset kind ("em": with V_Rand/V_Info/Rand error)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind: {kind!r} is not a dataset kind; expected one of {list(KINDS)}")
-    return METRICS if kind == "em" else CXR_METRICS
-
-
-def per_image_names(kind: str) -> tuple[str, ...]:
-    """The metric columns of per_image.csv: the metrics, then (EM) the Rand/Info details."""
-    return metric_names(kind) + (RAND_DETAILS if kind == "em" else ())
-
-
-def image_metrics(
-    pred: np.ndarray, truth: np.ndarray, prob: np.ndarray, kind: str
-) -> dict[str, float]:
-    """Every per-image value of one image (:func:`per_image_names`): binary `pred` and `truth`
-    (non-zero = foreground) and the foreground probability `prob` (for the EM scores)."""
-    names = per_image_names(kind)
-    pred, truth = np.asarray(pred) > 0, np.asarray(truth) > 0
-    values = {
-        "dice": m.dice(pred, truth),
-        "iou": m.iou(pred, truth),
-        "pixel_error": m.pixel_error(pred, truth),
-        "precision": m.precision(pred, truth),
-        "recall": m.recall(pred, truth),
-        "hd95": m.hd95(pred, truth),
-        "assd": m.assd(pred, truth),
-    }
-    if kind == "em":
-        membrane = 1.0 - np.asarray(prob, dtype=np.float64)
-        scores = m.rand_and_info_scores(membrane, truth)
-        values.update({name: scores[name] for name in RAND_METRICS + RAND_DETAILS})
-    return {name: float(values[name]) for name in names}
 
 
 def aggregate(table: pd.DataFrame, names: tuple[str, ...]) -> dict[str, Any]:
@@ -177,7 +125,7 @@ def evaluate(
 
     records = []
     for sid in progress(list(rows["id"]), desc=f"evaluate {dataset}", unit="image"):
-        pred, truth, prob = _load_pair(processed, predictions, sid)
+        pred, truth, prob = load_pair(processed, predictions, sid)
         values = image_metrics(pred, truth, prob, kind)
         bad = [name for name, value in values.items() if not math.isfinite(value)]
         if bad:
@@ -215,37 +163,6 @@ def evaluate(
         write_text_atomic(Path(out_scores), scores)
     write_text_atomic(Path(out_metrics), json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _load_pair(
-    processed: Path, predictions: Path, sid: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Prediction mask, truth mask and foreground probability of image `sid`, checked."""
-    truth_path = scoring_mask_path(processed, sid)
-    pred_path = predictions / "masks" / f"{sid}.png"
-    prob_path = predictions / "probabilities" / f"{sid}.tif"
-    for path, what in (
-        (truth_path, "the ground-truth mask of a val/test row of split.csv"),
-        (pred_path, "the predicted mask written by the infer stage"),
-        (prob_path, "the probability map written by the infer stage"),
-    ):
-        if not path.is_file():
-            raise DataError(f"{path}: not found; expected {what}")
-    truth = read_gray(truth_path) > 0
-    pred = read_gray(pred_path) > 0
-    try:
-        prob = read_float_tiff(prob_path)
-    except Exception as exc:  # tifffile raises several types for damaged files
-        raise ImageError(f"{prob_path}: cannot read float TIFF ({exc})") from exc
-    for path, array in ((pred_path, pred), (prob_path, prob)):
-        if array.shape != truth.shape:
-            raise DataError(
-                f"{path}: shape {array.shape} differs from the ground truth {truth_path} "
-                f"{truth.shape}; expected predictions at the processed image size"
-            )
-    if not np.isfinite(prob).all() or prob.min() < 0 or prob.max() > 1:
-        raise DataError(f"{prob_path}: expected finite probabilities in [0, 1]")
-    return pred, truth, prob
 
 
 def summary_row(

@@ -14,18 +14,21 @@ from typing import Any
 import yaml
 
 from unetflow.config import ParamsError, check_params, schema_for
-from unetflow.pipeline.stage import dvc_stages, lookup, tracked_keys
+from unetflow.pipeline.stage import NUMBER_LISTS, dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in
 # params.yaml so that the scripts, which read params.yaml, see what the engine sees.
-COMMAND_LINE_KEYS = ("preset", "datasets", "models", "folds", "seeds")
+COMMAND_LINE_KEYS = (
+    *("preset", "datasets", "models", "folds", "seeds"),
+    *("noise_datasets", "noise_families", "noise_levels", "noise_seeds"),
+)
 
 
 def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) -> None:
     """Validate Snakemake's config and refuse overrides the stage scripts would not see.
     Numbers of `--config folds=[0,1] seeds=[1,2]`, which Snakemake hands over as strings,
     become integers (in `config`), as params.yaml's are."""
-    for key in ("folds", "seeds"):
+    for key in NUMBER_LISTS:
         values = config.get(key)
         if isinstance(values, list):
             config[key] = [int(v) if isinstance(v, str) and v.isdigit() else v for v in values]

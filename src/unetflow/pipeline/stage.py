@@ -52,6 +52,8 @@ LAZY_ERRORS = (
     ("unetflow.pipeline.sync", "SyncError"),
 )
 _PLACEHOLDER = re.compile(r"\$\{([^}]+)\}")
+# Selection keys that hold numbers: Snakemake's --config hands them over as strings.
+NUMBER_LISTS = ("folds", "seeds", "noise_levels", "noise_seeds")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -94,7 +96,7 @@ def add_selection(parser: argparse.ArgumentParser, *keys: str) -> None:
     its --config selection, which params.yaml does not hold; DVC's commands leave them out (a
     list cannot be put in a dvc.yaml command), and the script reads params.yaml's."""
     for key in keys:
-        numbers = key in ("folds", "seeds")  # empty when none are selected
+        numbers = key in NUMBER_LISTS  # empty when none are selected
         parser.add_argument(
             f"--{key}",
             nargs="*" if numbers else "+",

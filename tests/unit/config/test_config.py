@@ -177,6 +177,21 @@ BROKEN = [
         {"preprocess": {"normalise": None}},
         r"presets\.quick -> dataset_defs\.shenzhen\.preprocess\.normalise: None is not one of",
     ),
+    (
+        "noise_datasets",
+        ["synth_em"],
+        r"noise_families, noise_levels, noise_seeds: empty; the study on noise_datasets needs",
+    ),
+    (
+        "dataset_defs.synth_em.noise.omission",
+        [0.1, 1.5],
+        r"dataset_defs\.synth_em\.noise\.omission\.1: 1\.5 is greater than the maximum of 1",
+    ),
+    (
+        "dataset_defs.synth_em.noise.bias",
+        [2.5],
+        r"dataset_defs\.synth_em\.noise\.bias\.0: 2\.5 is not of type 'integer'",
+    ),
 ]
 
 
@@ -282,3 +297,34 @@ def test_stages_hold_no_checks_or_defaults_of_their_own():
     }
     left = [f"{m.__name__}.{n}" for m, names in gone.items() for n in names if hasattr(m, n)]
     assert left == []
+
+
+@pytest.mark.parametrize(
+    ("study", "message"),
+    [
+        (
+            {"noise_datasets": ["shenzhen"]},
+            r"noise_datasets: 'shenzhen' is not among the selected datasets \['synth_em'\]",
+        ),
+        (
+            {"noise_levels": [1, 4]},
+            r"noise_levels: \[4\] beyond the 3 levels of dataset_defs\.synth_em\.noise\.bias",
+        ),
+        (
+            {"noise_families": ["mixed"]},
+            r"noise_families: 'mixed' is not defined under dataset_defs\.synth_em\.noise",
+        ),
+    ],
+)
+def test_a_noise_study_must_fit_its_datasets_definitions(params, schema, study, message):
+    selected = {
+        **params,
+        "datasets": ["synth_em"],
+        "noise_datasets": ["synth_em"],
+        "noise_families": ["bias"],
+        "noise_levels": [1, 3],
+        "noise_seeds": [1],
+    }
+    check_params(selected, schema)
+    with pytest.raises(ParamsError, match=message):
+        check_params({**selected, **study}, schema)

@@ -12,13 +12,8 @@ import pytest
 
 from unetflow.evaluation import metrics as m
 from unetflow.evaluation.cases import panel_cases
-from unetflow.evaluation.evaluate import (
-    COMMON_METRICS,
-    METRICS,
-    RAND_DETAILS,
-    evaluate,
-    read_curves,
-)
+from unetflow.evaluation.evaluate import evaluate, read_curves
+from unetflow.evaluation.scoring import COMMON_METRICS, METRICS, RAND_DETAILS
 from unetflow.io.images import read_gray, write_float_tiff, write_png
 from unetflow.io.processed import DataError
 from unetflow.plots import error_overlay
