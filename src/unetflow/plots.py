@@ -344,9 +344,9 @@ def _comparison_pairs(ax: Any, result: dict[str, Any], metric: str) -> None:
 
 def noise_figure(study: dict[str, Any]) -> Figure:
     """The noise study at a glance: one row per test metric, one column per model; each
-    family a line of its levels (mean ± SD over seeds) against the training labels' Dice, the
-    clean run a dashed line (and a star at label Dice 1), and for Dice the labels' own Dice
-    (y = x) as a dotted line: points above it beat their labels."""
+    family a line from the clean run through its levels (mean ± SD over seeds) against the
+    training labels' Dice, the clean run a dashed line (and a star at label Dice 1), and for
+    Dice the labels' own Dice (y = x) as a dotted line: points above it beat their labels."""
     metrics, models = study["metrics"], study["models"]
     if not models:
         return notice("no models in the noise study")
@@ -363,14 +363,14 @@ def _noise_axis(ax: Any, study: dict[str, Any], model: str, metric: str) -> None
     """One metric of one model: a line per family, the clean run and (Dice) y = x."""
     clean = study["clean"][model][metric]
     for family, by_level in study["runs"][model].items():
-        entries = list(by_level.values())
-        x = [e["label_dice"]["mean"] for e in entries]
-        y = [e[metric]["mean"] for e in entries]
+        entries = list(by_level.values())  # each line starts at the clean run
+        x = [1.0, *(e["label_dice"]["mean"] for e in entries)]
+        y = [clean, *(e[metric]["mean"] for e in entries)]
         ax.errorbar(
             x,
             y,
-            xerr=[e["label_dice"]["sd"] for e in entries],
-            yerr=[e[metric]["sd"] for e in entries],
+            xerr=[0.0, *(e["label_dice"]["sd"] for e in entries)],
+            yerr=[0.0, *(e[metric]["sd"] for e in entries)],
             fmt="o-",
             capsize=2,
             label=family,

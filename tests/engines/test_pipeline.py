@@ -23,15 +23,6 @@ pytestmark = pytest.mark.e2e
 
 DATASETS = ["synth_em", "isbi2012", "synth_cxr"]
 MODELS = ["unet_modern", "baseline_mean"]
-# The annotation-noise study on synth_cxr: two noisy copies beside the clean set, one seed.
-LEVELS = [1, 3]
-STUDY = {
-    "noise_datasets": ["synth_cxr"],
-    "noise_families": ["bias"],
-    "noise_levels": LEVELS,
-    "noise_seeds": [1],
-}
-NOISY = [f"synth_cxr/bias/level{level}/seed1" for level in LEVELS]
 # Snakemake's marker in directory outputs, and the .gitignore DVC writes beside file outputs
 # (results/scores/<dataset>/ holds those of evaluate): each engine's own bookkeeping.
 SNAKEMAKE_OWN = (".snakemake_timestamp", ".gitignore")
@@ -45,14 +36,6 @@ OUTPUTS = (
     ]
     + [f"results/comparison/{name}.{ext}" for name in DATASETS for ext in ("json", "md", "png")]
     + [f"results/scores/{name}" for name in DATASETS]
-    + [f"data/{stage}/{noisy}" for stage in ("noisy", "noisy_augmented") for noisy in NOISY]
-    + [
-        f"results/synth_cxr/{model}/noise/{noisy.split('/', 1)[1]}/{out}"
-        for model in MODELS
-        for noisy in NOISY
-        for out in ("metrics.json", "per_image.csv")
-    ]
-    + [f"results/noise/synth_cxr{ext}" for ext in ("", ".json", ".md", ".png")]
 )
 
 
@@ -60,9 +43,9 @@ OUTPUTS = (
 def engines(tmp_path_factory, mirror) -> dict[str, Path]:
     """The same project run once by Snakemake and once by DVC, from the mirror."""
     root = tmp_path_factory.mktemp("e2e")
-    smk = copy_project(root / "snakemake", git=True, tiny=True, datasets=DATASETS, **STUDY)
+    smk = copy_project(root / "snakemake", git=True, tiny=True, datasets=DATASETS)
     run(["snakemake", "--cores", "2"], smk, UNETFLOW_MIRROR=str(mirror))
-    dvc = copy_project(root / "dvc", git=True, tiny=True, datasets=DATASETS, **STUDY)
+    dvc = copy_project(root / "dvc", git=True, tiny=True, datasets=DATASETS)
     run(["dvc", "repro"], dvc, UNETFLOW_MIRROR=str(mirror))
     return {"snakemake": smk, "dvc": dvc}
 
@@ -113,35 +96,6 @@ def test_compare_pairs_the_models_on_the_same_test_images(engines):
         assert modern["ci_low"] <= modern["mean"] <= modern["ci_high"]
         assert result["replicates"]["unet_modern"] == {"seeds": [2015], "folds": [-1]}
         assert "## dice (higher is better)" in (compared / f"{name}.md").read_text()
-
-
-def test_the_noise_study_trains_on_noisy_labels_and_scores_on_clean_ones(engines):
-    project = engines["dvc"]
-    clean = project / "data/processed/synth_cxr"
-    split = pd.read_csv(clean / "split.csv", dtype={"id": str}).set_index("id")["split"]
-    for noisy in NOISY:
-        copy = project / "data/noisy" / noisy
-        changed = {
-            sid
-            for sid in split.index
-            if (copy / "masks" / f"{sid}.png").read_bytes()
-            != (clean / "masks" / f"{sid}.png").read_bytes()
-        }
-        assert changed and changed <= set(split[split == "train"].index), noisy
-        record = json.loads((copy / "corruption.json").read_text())
-        assert record["n_train"] == (split == "train").sum() and record["mean_dice"] < 1
-        for model in MODELS:
-            run_dir = project / f"results/synth_cxr/{model}/noise/{noisy.split('/', 1)[1]}"
-            tested = pd.read_csv(run_dir / "per_image.csv").query("split == 'test'")
-            assert len(tested) == (split == "test").sum()
-            assert not list(run_dir.parent.glob("work-*")), "predictions and checkpoints removed"
-    study = json.loads((project / "results/noise/synth_cxr.json").read_text())
-    assert study["models"] == MODELS and study["seeds"] == [1]
-    for model in MODELS:
-        assert list(study["runs"][model]["bias"]) == [f"level{level}" for level in LEVELS]
-    assert set(study["noisy_test"]["flips"]) == {f"bias-level{level}" for level in LEVELS}
-    text = (project / "results/noise/synth_cxr.md").read_text()
-    assert "## Noisy test labels: which comparisons flip" in text
 
 
 def test_summary_has_one_row_per_run_with_its_metrics(engines):
@@ -272,7 +226,7 @@ def test_sync_to_dvc_adopts_a_snakemake_run(engines):
     (workspace,) = shown.values()
     # the view DVC shows: summarize's file and each dataset's comparison
     comparisons = {f"results/comparison/{name}.json" for name in DATASETS}
-    assert set(workspace["data"]) == {"metrics.json", "results/noise/synth_cxr.json"} | comparisons
+    assert set(workspace["data"]) == {"metrics.json"} | comparisons
     view = workspace["data"]["metrics.json"]["data"]
     assert {(d, m) for d in view for m in view[d]} == {(d, m) for d in DATASETS for m in MODELS}
     status = run(["dvc", "status"], project)
@@ -321,10 +275,7 @@ def test_metrics_and_params_diff_name_only_the_affected_experiments(engines):
     assert list(changed_params["params.yaml"]) == ["model_defs.unet_modern.train.lr"]
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], project).stdout)
     comparisons = [f"results/comparison/{name}.json" for name in DATASETS]
-    study = "results/noise/synth_cxr.json"  # unet_modern's noisy runs re-ran, the baseline's not
-    assert sorted(diff) == sorted(["metrics.json", study, *comparisons]), diff
-    assert any(key.startswith("runs.unet_modern.") for key in diff[study]), diff[study]
-    assert not any(key.startswith("runs.baseline_mean.") for key in diff[study]), diff[study]
+    assert sorted(diff) == sorted(["metrics.json", *comparisons]), diff
     changed = {key.rsplit(".", 1)[0] for key in diff["metrics.json"]}  # <dataset>.<model>
     assert changed == {f"{name}.unet_modern" for name in DATASETS}, diff
     # the comparison moves with it: unet_modern's mean and CI, and its difference to the baseline
@@ -354,8 +305,6 @@ def test_dvc_exp_run_selects_preset_datasets_and_models_from_the_command_line(en
             "datasets=[synth_em]",
             "-S",
             "models=[baseline_mean]",
-            "-S",
-            "noise_datasets=[]",  # the study is off with its datasets
         ],
         project,
     )
