@@ -27,6 +27,8 @@ STUDY = {
     "noise_levels": LEVELS,
     "noise_seeds": [1],
 }
+# The study as Snakemake's --config takes it (noise_levels=[1,3] ...).
+SELECTION = [f"{key}={value}".replace(" ", "").replace("'", "") for key, value in STUDY.items()]
 NOISY = [f"{DATASET}/bias/level{level}/seed1" for level in LEVELS]
 REPORT = [f"results/noise/{DATASET}.{ext}" for ext in ("json", "md", "png")]
 OWN = (".snakemake_timestamp", ".gitignore")  # each engine's bookkeeping in output folders
@@ -36,8 +38,7 @@ OWN = (".snakemake_timestamp", ".gitignore")  # each engine's bookkeeping in out
 def engines(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("noise")
     smk = copy_project(root / "snakemake", tiny=True, datasets=[DATASET], models=MODELS)
-    selection = [f"{key}={value}".replace(" ", "").replace("'", "") for key, value in STUDY.items()]
-    run(["snakemake", "--cores", "2", REPORT[0], "--config", *selection], smk)
+    run(["snakemake", "--cores", "2", REPORT[0], "--config", *SELECTION], smk)
     dvc = copy_project(
         root / "dvc", git=True, tiny=True, datasets=[DATASET], models=MODELS, **STUDY
     )
@@ -99,7 +100,6 @@ def test_the_report_holds_every_run_and_the_noisy_test(engines):
 def test_editing_the_studied_familys_levels_reruns_the_study_only(engines):
     """Both engines: the corrupt jobs of that family and what reads them; no training of the
     clean runs, no data stage."""
-    selection = [f"{key}={value}".replace(" ", "").replace("'", "") for key, value in STUDY.items()]
     for project in engines.values():
         params = yaml.safe_load((project / "params.yaml").read_text())
         params["dataset_defs"][DATASET]["noise"]["bias"] = [-8, 4, 16]
@@ -109,7 +109,7 @@ def test_editing_the_studied_familys_levels_reruns_the_study_only(engines):
     assert {re.sub(r"@.*", "", name) for name in status} == {"corrupt", "noise_scores", "noise"}
     assert {f"corrupt@{DATASET}-bias-{level}-1" for level in LEVELS} <= set(status)
     dry = run(
-        ["snakemake", "-n", REPORT[0], "--config", *selection, "--quiet", "rules"],
+        ["snakemake", "-n", REPORT[0], "--config", *SELECTION, "--quiet", "rules"],
         engines["snakemake"],
     )
     ran = set(re.findall(r"^(\w+)\s+\d+$", dry.stdout + dry.stderr, re.M)) - {"total"}

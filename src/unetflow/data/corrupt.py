@@ -56,6 +56,8 @@ KINDS = ("cxr", "em")
 #: Seeds the choice of the images ``mixed`` corrupts, with the dataset seed ("mix").
 MIXED_KEY = 0x6D6978
 WARP_GRID = 3
+#: Params give pixel levels in px of an image this wide (all four datasets' annotation size).
+LEVEL_PX = 512
 CSV_COLUMNS = ["id", "family", "level", "dice", "detail"]
 Step = tuple[str, float] | None
 
@@ -106,11 +108,12 @@ def level_value(noise: Mapping[str, Any], family: str, level: int) -> float:
 
 
 def scaled_level(
-    family: str, value: float, factor: float, noise: Mapping[str, Any]
+    family: str, value: float, width: int, noise: Mapping[str, Any]
 ) -> tuple[float, dict[str, float] | None]:
-    """A level of params (px of a 512-px image) at a mask `factor` times that size, and for
+    """A level of params (px of a LEVEL_PX-px image) on masks `width` px wide, and for
     ``mixed`` its families' levels likewise (from the dataset's `noise` definition): radii
     and sigmas scale, bias stays a whole number of pixels, probabilities do not change."""
+    factor = width / LEVEL_PX
 
     def scaled(name: str, level: float) -> float:
         if name == "bias":
@@ -139,8 +142,7 @@ def noisy_dataset(
     value = level_value(dataset["noise"], family, level)
     table = read_split(processed)
     first = Path(processed) / "masks" / f"{table['id'].iloc[0]}.png"
-    factor = read_gray(first).shape[1] / 512
-    value, mixed = scaled_level(family, value, factor, dataset["noise"])
+    value, mixed = scaled_level(family, value, read_gray(first).shape[1], dataset["noise"])
     weight_map = dataset["preprocess"].get("weight_map")
     result = corrupt_dataset(
         processed,

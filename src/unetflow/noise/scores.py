@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from unetflow.data.corrupt import corrupt_masks, level_value, scaled_level
+from unetflow.data.corrupt import LEVEL_PX, corrupt_masks, level_value, scaled_level
 from unetflow.evaluation.metrics import dice
 from unetflow.evaluation.scoring import image_metrics, load_pair, metric_names
 from unetflow.io.outputs import write_text_atomic
@@ -42,10 +42,10 @@ def score_noisy_tests(
     ids = list(split.loc[split["split"] == "test", "id"])
     loaded = {sid: load_pair(Path(processed), Path(predictions), sid) for sid in ids}
     truths = {sid: truth.astype("uint8") for sid, (_, truth, _) in loaded.items()}
-    factor = next(iter(truths.values())).shape[1] / 512 if truths else 1.0
+    width = next(iter(truths.values())).shape[1] if truths else LEVEL_PX
     rows = []
     for family, level in ((f, level) for f in families for level in levels):
-        value, mixed = scaled_level(family, level_value(noise, family, level), factor, noise)
+        value, mixed = scaled_level(family, level_value(noise, family, level), width, noise)
         noisy = corrupt_masks(truths, kind, family, value, seed, mixed)
         for sid in progress(ids, desc=f"score {family} level {level}", unit="image"):
             pred, truth, prob = loaded[sid]

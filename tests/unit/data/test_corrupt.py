@@ -294,7 +294,7 @@ def test_corrupt_masks_is_how_the_dataset_copy_corrupts(tmp_path):
 )
 def test_levels_in_512_px_units_scale_to_the_mask(family, value, expected):
     noise = {"mixed": {"families": {"boundary": 6, "bias": 8, "omission": 0.3, "warp": 10}}}
-    assert scaled_level(family, value, 64 / 512, noise) == expected
+    assert scaled_level(family, value, 64, noise) == expected
 
 
 def test_the_corrupt_stage_scales_its_level_and_augments_the_copy(tmp_path):
