@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from unetflow.explain.explain import explain_run
+from unetflow.explain.scope import skip_reason, skipped_summary
 from unetflow.pipeline.stage import job_params, run_stage, stage_parser
 
 
@@ -21,6 +21,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="the explain folder to write")
     args = parser.parse_args(argv)
     params = job_params(args.params, "explain", dataset=args.dataset, model=args.model)
+    kinds = (params["dataset_defs"][args.dataset]["kind"], params["model_defs"][args.model]["kind"])
+    reason = skip_reason(*kinds)
+    if reason:  # without importing torch: most runs of a selection are not CXR U-Nets
+        skipped_summary(args.dataset, args.model, reason, args.out)
+        print(f"explain {args.dataset}/{args.model}: not applicable ({reason})")
+        return
+    from unetflow.explain.explain import explain_run
+
     started = time.perf_counter()
     summary = explain_run(
         dataset=args.dataset,
@@ -33,14 +41,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=int(params["seed"]),
     )
     seconds = time.perf_counter() - started
-    if summary["applicable"]:
-        print(
-            f"explain {args.dataset}/{args.model}: {len(summary['explained'])} image(s) "
-            f"occluded, {summary['images']} in the latent space, clusters "
-            f"{summary['cluster_sizes']}, {seconds:.1f} s -> {args.out}"
-        )
-    else:
+    if not summary["applicable"]:  # the checkpoint says otherwise than params.yaml
         print(f"explain {args.dataset}/{args.model}: not applicable ({summary['reason']})")
+        return
+    print(
+        f"explain {args.dataset}/{args.model}: {len(summary['explained'])} image(s) "
+        f"occluded, {summary['images']} in the latent space, clusters "
+        f"{summary['cluster_sizes']}, {seconds:.1f} s -> {args.out}"
+    )
 
 
 if __name__ == "__main__":

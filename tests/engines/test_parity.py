@@ -89,7 +89,11 @@ PRESET_ENTRY = re.compile(
 
 
 # Keys no preset may change (unetflow.config refuses it): tracked without the preset entry.
-PRESET_PROOF = ("dataset_defs.${item.dataset}.kind", "dataset_defs.${item.dataset}.source")
+PRESET_PROOF = (
+    "dataset_defs.${item.dataset}.kind",
+    "dataset_defs.${item.dataset}.source",
+    "model_defs.${item.model}.kind",
+)
 
 
 def param_problems(project: Path) -> list[str]:

@@ -31,7 +31,8 @@ def check_params(
 
 
 def _preset_errors(params: dict[str, Any], name: str, preset: dict[str, Any]) -> list[str]:
-    """A preset lists exactly the defined datasets and models, and keeps sources and kinds.
+    """A preset lists exactly the defined datasets and models, and keeps sources and kinds
+    (the explain stage tracks the base kinds only).
 
     Every job tracks its own preset entry (dvc.yaml); DVC fails on a tracked key that is
     missing, so the entries must all be there, `{}` where the preset changes nothing."""
@@ -49,12 +50,17 @@ def _preset_errors(params: dict[str, Any], name: str, preset: dict[str, Any]) ->
             for entry in listed
             if entry not in defined
         ]
-    for dataset, override in preset["dataset_defs"].items():
-        errors += [
-            f"presets.{name}.dataset_defs.{dataset}.{key}: a preset may not change {what}"
-            for key, what in (("source", "where data comes from"), ("kind", "a dataset's kind"))
-            if key in override
-        ]
+    fixed = {
+        "dataset_defs": (("source", "where data comes from"), ("kind", "a dataset's kind")),
+        "model_defs": (("kind", "a model's kind"),),
+    }
+    for defs, keys in fixed.items():
+        for entry, override in preset[defs].items():
+            errors += [
+                f"presets.{name}.{defs}.{entry}.{key}: a preset may not change {what}"
+                for key, what in keys
+                if key in (override or {})
+            ]
     return errors
 
 

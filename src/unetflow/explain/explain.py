@@ -6,10 +6,10 @@ For the test images of each group (sex, finding) it writes the occlusion sensiti
 (:mod:`unetflow.explain.latent`). Every step is deterministic on the CPU: the noise and k-means
 come from ``seed``, and images are processed in a fixed order.
 
-The stage (:func:`explain_run`) applies to chest X-ray datasets (kind ``cxr``, whose
-metadata give the groups) and U-Net models; for other runs (EM data, the mean-mask baseline)
-it writes only ``summary.json`` saying why, so that both engines can run one job per
-dataset x model. Its outputs are listed in :func:`explain_run`.
+The stage (:func:`explain_run`) applies to chest X-ray U-Nets (:mod:`unetflow.explain.scope`);
+for other runs (EM data, the mean-mask baseline) it writes only ``summary.json`` saying why, so
+that both engines can run one job per dataset x model. Its outputs are listed in
+:func:`explain_run`.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from unetflow.explain.latent import (
 )
 from unetflow.explain.network import ExplainError
 from unetflow.explain.occlusion import occlusion_map
+from unetflow.explain.scope import skip_reason, skipped_summary
 from unetflow.io.images import read_gray, read_processed_image, write_float_tiff
 from unetflow.io.outputs import staged_dir
 from unetflow.io.processed import read_split
@@ -67,18 +68,12 @@ def explain_run(
     processed, per_image, out = Path(processed), Path(per_image), Path(out)
     device = resolve_device(str(cfg["device"]))
     model, meta = load_model(checkpoint, device)
-    kind = (meta.get("dataset") or {}).get("kind")
+    reason = skip_reason((meta.get("dataset") or {}).get("kind"), meta["model"]["kind"])
+    if reason:
+        return skipped_summary(dataset, model_name, reason, out)
     summary: dict[str, Any] = {"dataset": dataset, "model": model_name, "applicable": True}
-    if not isinstance(model, UNet):
-        summary.update(applicable=False, reason="the model has no network to explain")
-    elif kind != "cxr":
-        summary.update(
-            applicable=False,
-            reason=f"kind {kind}: the groups (sex, finding) exist for chest X-rays (cxr) only",
-        )
     with staged_dir(out) as work:
-        if summary["applicable"]:
-            summary.update(_explain_cxr(model, meta, processed, per_image, work, cfg, seed, device))
+        summary.update(_explain_cxr(model, meta, processed, per_image, work, cfg, seed, device))
         (work / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -89,6 +89,11 @@ BROKEN = [
         r"presets\.quick\.dataset_defs\.isbi2012\.kind: a preset may not change a dataset's kind",
     ),
     (
+        "presets.quick.model_defs.baseline_mean",
+        {"kind": "unet"},
+        r"presets\.quick\.model_defs\.baseline_mean\.kind: a preset may not change a model's kind",
+    ),
+    (
         "presets.full.model_defs",
         {"unet_modern": {}},
         r"presets\.full\.model_defs: \['baseline_mean', 'unet_andersen', 'unet_delft', "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from project import ROOT
 from unetflow.evaluation.cases import GROUPS, select_cases
 from unetflow.explain.explain import explain_run
 from unetflow.explain.features import block_activations
@@ -368,3 +371,32 @@ def test_explain_run_says_why_it_does_not_apply_to_a_baseline_or_em(tmp_path):
         summary["reason"] == "kind em: the groups (sex, finding) exist for chest X-rays (cxr) only"
     )
     assert sorted(p.name for p in (tmp_path / "em").iterdir()) == ["summary.json"]
+
+
+@pytest.mark.parametrize(
+    ("dataset", "model", "reason"),
+    [
+        ("synth_cxr", "baseline_mean", "the model has no network to explain"),
+        ("isbi2012", "unet_modern", "kind em: the groups (sex, finding) exist for chest X-rays"),
+    ],
+)
+def test_the_stage_skips_other_runs_from_params_without_importing_torch(
+    tmp_path, dataset, model, reason
+):
+    """No checkpoint, no data: the kinds in params.yaml decide, and torch is never imported."""
+    out = tmp_path / "explain"
+    probe = (
+        "import runpy, sys\n"
+        f"sys.argv = ['explain.py', '--params', 'params.yaml', '--dataset', '{dataset}', "
+        f"'--model', '{model}', '--checkpoint', 'none.pt', '--processed', 'none', "
+        f"'--per-image', 'none.csv', '--out', '{out}']\n"
+        "runpy.run_path('scripts/explain.py', run_name='__main__')\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.splitlines()[-1] == "False", proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["applicable"] is False and summary["reason"].startswith(reason)
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json"]
