@@ -1,9 +1,9 @@
 """The annotation-noise study end to end on tiny synth_cxr: a clean and a noisy copy (bias at
 level 3, one seed; more levels and seeds are more of the same jobs, as the parity tests expand
-them) with unet_modern and baseline_mean, run by Snakemake (the study from --config) and by DVC
-(from params.yaml), give the same outputs; the noisy copy differs from the clean set in its
-training masks only; an edit of one family's levels re-runs that family's study jobs and
-nothing else."""
+them) with unet_modern and baseline_mean, run by Snakemake (the study from --config) and handed
+to DVC by `unetflow sync`, whose command of each study stage then writes the same bytes; the
+noisy copy differs from the clean set in its training masks only; an edit of one family's
+levels re-runs that family's study jobs and nothing else, in both engines."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from engine_jobs import dvc_changed, planned_jobs
 from project import copy_project, run, tree_digest
+from unetflow.data.download import sha256_file
 
 pytestmark = pytest.mark.e2e
 
@@ -36,36 +38,53 @@ OWN = (".snakemake_timestamp", ".gitignore")  # each engine's bookkeeping in out
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("noise")
-    smk = copy_project(root / "snakemake", tiny=True, datasets=[DATASET], models=MODELS)
-    run(["snakemake", "--cores", "2", REPORT[0], "--config", *SELECTION], smk)
-    dvc = copy_project(
-        root / "dvc", git=True, tiny=True, datasets=[DATASET], models=MODELS, **STUDY
+def project(tmp_path_factory) -> Path:
+    """The study run by Snakemake from --config, then handed to DVC by `unetflow sync`."""
+    project = copy_project(
+        tmp_path_factory.mktemp("noise") / "p", tiny=True, datasets=[DATASET], models=MODELS
     )
-    run(["dvc", "repro", f"noise@{DATASET}"], dvc)
-    return {"snakemake": smk, "dvc": dvc}
+    run(["snakemake", "--cores", "2", "--config", *SELECTION], project)
+    run(["unetflow", "sync", "--to", "dvc", "--config", *SELECTION], project)
+    return project
 
 
-def test_both_engines_give_the_same_study(engines):
-    folders = [f"data/{stage}/{noisy}" for stage in ("noisy", "noisy_augmented") for noisy in NOISY]
-    folders += [f"results/noise/{DATASET}"]
-    for out in folders:
-        smk, dvc = (tree_digest(engines[name] / out, OWN) for name in ("snakemake", "dvc"))
-        assert smk and smk == dvc, f"{out} differs between engines"
-    runs = [
-        f"results/{DATASET}/{model}/noise/{noisy.split('/', 1)[1]}/{name}"
-        for model in MODELS
-        for noisy in NOISY
-        for name in ("metrics.json", "per_image.csv")
-    ]
-    for out in [*REPORT, *runs]:
-        smk, dvc = (engines[name] / out for name in ("snakemake", "dvc"))
-        assert smk.read_bytes() == dvc.read_bytes(), f"{out} differs between engines"
+# One job of each study stage, the cheap model's where there is a choice (of a run's folder, the
+# files without training times).
+TIMELESS = ("metrics.json", "per_image.csv")
+STAGES = {
+    f"corrupt@{DATASET}-bias-3-1": [
+        f"data/{stage}/{noisy}" for stage in ("noisy", "noisy_augmented") for noisy in NOISY
+    ],
+    f"noise_runs@{DATASET}-baseline_mean-bias-3-1": [
+        *(f"results/{DATASET}/baseline_mean/noise/bias/level3/seed1/{name}" for name in TIMELESS),
+        f"results/noise/{DATASET}/trained/baseline_mean/bias/level3/seed1.csv",
+    ],
+    f"noise_scores@{DATASET}-baseline_mean": [f"results/noise/{DATASET}/tested/baseline_mean.csv"],
+    f"noise@{DATASET}": REPORT,
+}
 
 
-def test_noisy_copies_differ_in_their_training_masks_only(engines):
-    project = engines["dvc"]
+def digest(project: Path, out: str) -> dict[str, str]:
+    """sha256 of a file, or of every file under a folder (the engines' bookkeeping left out)."""
+    path = project / out
+    return tree_digest(path, OWN) if path.is_dir() else {out: sha256_file(path)}
+
+
+def test_dvc_adopts_the_study_and_its_commands_rewrite_the_same_bytes(project):
+    """After the sync both engines are clean; DVC's own command of each study stage, forced,
+    writes byte for byte what Snakemake's wrote (the engines' job tables are equal by
+    test_parity; this runs them)."""
+    assert dvc_changed(project) == set()
+    assert planned_jobs(project, "--config", *SELECTION) == set()
+    for stage, outs in STAGES.items():
+        before = {out: digest(project, out) for out in outs}
+        assert all(before.values()), stage
+        run(["dvc", "repro", "--force", "--single-item", stage], project)
+        assert {out: digest(project, out) for out in outs} == before, f"{stage} differs"
+    assert dvc_changed(project) == set()
+
+
+def test_noisy_copies_differ_in_their_training_masks_only(project):
     clean = project / "data/processed" / DATASET
     split = pd.read_csv(clean / "split.csv", dtype={"id": str}).set_index("id")["split"]
     clean_files = tree_digest(clean)
@@ -82,8 +101,8 @@ def test_noisy_copies_differ_in_their_training_masks_only(engines):
         assert not list(run_dir.glob("work-*")), "predictions and checkpoints are removed"
 
 
-def test_the_report_holds_every_run_and_the_noisy_test(engines):
-    study = json.loads((engines["dvc"] / REPORT[0]).read_text())
+def test_the_report_holds_every_run_and_the_noisy_test(project):
+    study = json.loads((project / REPORT[0]).read_text())
     assert study["models"] == MODELS and study["seeds"] == [1]
     assert study["levels"] == {"bias": {"3": 12}}
     labels = {}
@@ -94,24 +113,20 @@ def test_the_report_holds_every_run_and_the_noisy_test(engines):
     assert labels["unet_modern"] == labels["baseline_mean"]  # the same noisy copies
     assert all(0 < value < 1 for value in labels["unet_modern"])
     assert set(study["noisy_test"]["flips"]) == {f"bias-level{level}" for level in LEVELS}
-    text = (engines["dvc"] / REPORT[1]).read_text()
+    text = (project / REPORT[1]).read_text()
     assert "## Noisy test labels: which comparisons flip" in text
 
 
-def test_editing_the_studied_familys_levels_reruns_the_study_only(engines):
+def test_editing_the_studied_familys_levels_reruns_the_study_only(project):
     """Both engines: the corrupt jobs of that family and what reads them; no training of the
     clean runs, no data stage."""
-    for project in engines.values():
-        params = yaml.safe_load((project / "params.yaml").read_text())
-        params["dataset_defs"][DATASET]["noise"]["bias"] = [-8, 4, 16]
-        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["dataset_defs"][DATASET]["noise"]["bias"] = [-8, 4, 16]
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     target = ["--with-deps", f"noise@{DATASET}"]  # the report and all it is made of
-    status = yaml.safe_load(run(["dvc", "status", "--json", *target], engines["dvc"]).stdout)
+    status = yaml.safe_load(run(["dvc", "status", "--json", *target], project).stdout)
     assert {re.sub(r"@.*", "", name) for name in status} == {"corrupt", "noise_scores", "noise"}
     assert {f"corrupt@{DATASET}-bias-{level}-1" for level in LEVELS} <= set(status)
-    dry = run(
-        ["snakemake", "-n", REPORT[0], "--config", *SELECTION, "--quiet", "rules"],
-        engines["snakemake"],
-    )
+    dry = run(["snakemake", "-n", REPORT[0], "--config", *SELECTION, "--quiet", "rules"], project)
     ran = set(re.findall(r"^(\w+)\s+\d+$", dry.stdout + dry.stderr, re.M)) - {"total"}
     assert ran == {"corrupt", "noise_runs", "noise_scores", "noise"}, dry.stdout

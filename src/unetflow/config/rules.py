@@ -56,10 +56,11 @@ def _preset_errors(params: dict[str, Any], name: str, preset: dict[str, Any]) ->
     }
     for defs, keys in fixed.items():
         for entry, override in preset[defs].items():
+            base = params[defs].get(entry, {})
             errors += [
                 f"presets.{name}.{defs}.{entry}.{key}: a preset may not change {what}"
                 for key, what in keys
-                if key in (override or {})
+                if key in (override or {}) and override[key] != base.get(key)
             ]
     return errors
 

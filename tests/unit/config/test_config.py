@@ -52,6 +52,14 @@ def test_preset_merges_over_the_base(params):
         resolve(params, "nope")
 
 
+def test_a_preset_may_repeat_a_kind_it_does_not_change(params, schema):
+    """Only a change of kind is refused: explain tracks the base kind."""
+    values = copy.deepcopy(params)
+    values["presets"]["quick"]["model_defs"]["baseline_mean"] = {"kind": "mean_mask"}
+    values["presets"]["quick"]["dataset_defs"]["isbi2012"]["kind"] = "em"
+    check_params(values, schema)
+
+
 def _set(tree: dict, dotted: str, value) -> None:
     *parents, last = dotted.split(".")
     for part in parents:
