@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -140,3 +143,35 @@ def tree_digest(folder: Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
         for f in sorted(folder.rglob("*"))
         if f.is_file() and f.name not in ignore
     }
+
+
+# The tiny Snakemake run that test_rerun edits and test_slurm compares the cluster with: synth_em
+# and synth_cxr x unet_modern and baseline_mean, one torch thread per job, in a git + DVC repo
+# whose params.yaml selects synth_em only (the selection comes from --config).
+SHARED_SELECTION = "datasets=[synth_em,synth_cxr]"
+SHARED_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def _tiny_two_datasets(folder: Path) -> None:
+    copy_project(folder, git=True, tiny=True)
+    run(["snakemake", "--cores", "2", "--config", SHARED_SELECTION], folder, **SHARED_ENV)
+
+
+def built_once(
+    factory: object, name: str, build: Callable[[Path], None] = _tiny_two_datasets
+) -> tuple[Path, float]:
+    """`build(folder)` run once per test session by whichever pytest-xdist worker asks first,
+    while the others wait for it; the folder and the seconds the build took. Read it, or copy it
+    (shutil.copytree keeps the mtimes Snakemake compares) before changing anything."""
+    root = factory.getbasetemp()  # type: ignore[attr-defined]
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the workers' common folder
+    folder, seconds = root / name, root / f"{name}.seconds"
+    with (root / f"{name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not seconds.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            start = time.monotonic()
+            build(folder)
+            seconds.write_text(f"{time.monotonic() - start}\n")
+    return folder, float(seconds.read_text())

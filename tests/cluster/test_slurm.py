@@ -23,7 +23,17 @@ import yaml
 
 from benchmarks import table
 from digest import WALL_CLOCK_FILES, file_digest
-from project import ROOT, TINY_PRESET, complete_preset, copy_project, run, tool_env
+from project import (
+    ROOT,
+    SHARED_ENV,
+    SHARED_SELECTION,
+    TINY_PRESET,
+    built_once,
+    complete_preset,
+    copy_project,
+    run,
+    tool_env,
+)
 from slurm_cluster import NODE, PARTITION, PLUGIN, Cluster
 from unetflow.config import deep_merge
 from unetflow.data.download import sha256_file
@@ -88,12 +98,12 @@ class Runs(NamedTuple):
 
 @pytest.fixture(scope="module")
 def runs(slurm, tmp_path_factory) -> Runs:
-    """The same tiny project run locally with --cores 2, then through SLURM."""
+    """The same tiny project run locally with --cores 2 (read only: test_rerun copies it), then
+    through SLURM."""
     root = tmp_path_factory.mktemp("slurm-runs")
-    local = copy_project(root / "local", tiny=True, datasets=DATASETS, models=MODELS)
-    start = time.monotonic()
-    run(["snakemake", "--cores", "2"], local, **ENV)
-    local_s = time.monotonic() - start
+    local, local_s = built_once(tmp_path_factory, "tiny_two_datasets")  # shared with test_rerun
+    assert f"datasets=[{','.join(DATASETS)}]" == SHARED_SELECTION and SHARED_ENV == ENV
+    assert yaml.safe_load((local / "params.yaml").read_text())["models"] == MODELS
     cluster = copy_project(root / "cluster", tiny=True, datasets=DATASETS, models=MODELS)
     profile = site_profile(cluster)
     start = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 import yaml
 
 from engine_jobs import dvc_changed, planned_jobs
-from project import TINY_PRESET, copy_project, run
+from project import SHARED_ENV, SHARED_SELECTION, TINY_PRESET, built_once, run
 
 pytestmark = pytest.mark.e2e
 
@@ -43,10 +44,12 @@ def compares(datasets=DATASETS) -> set[str]:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    """A finished Snakemake run of DATASETS x MODELS, whose params.yaml selects one dataset."""
-    project = copy_project(tmp_path_factory.mktemp("rerun") / "p", git=True, tiny=True)
+    """A finished Snakemake run of DATASETS x MODELS, whose params.yaml selects one dataset
+    (a copy of the session's shared run, which test_slurm reads too)."""
+    shared, _ = built_once(tmp_path_factory, "tiny_two_datasets")
+    project = shutil.copytree(shared, tmp_path_factory.mktemp("rerun") / "p", symlinks=True)
     assert yaml.safe_load((project / "params.yaml").read_text())["datasets"] == ["synth_em"]
-    run(["snakemake", "--cores", "2", "--config", SELECTION], project, **ENV)
+    assert SELECTION == SHARED_SELECTION and ENV == SHARED_ENV
     return project
 
 
