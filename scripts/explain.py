@@ -23,25 +23,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     params = job_params(args.params, "explain", dataset=args.dataset, model=args.model)
     kinds = (params["dataset_defs"][args.dataset]["kind"], params["model_defs"][args.model]["kind"])
     reason = skip_reason(*kinds)
-    if reason:  # without importing torch: most runs of a selection are not CXR U-Nets
-        skipped_summary(args.dataset, args.model, reason, args.out)
-        print(f"explain {args.dataset}/{args.model}: not applicable ({reason})")
-        return
-    from unetflow.explain.explain import explain_run
-
     started = time.perf_counter()
-    summary = explain_run(
-        dataset=args.dataset,
-        model_name=args.model,
-        checkpoint=args.checkpoint,
-        processed=args.processed,
-        per_image=args.per_image,
-        out=args.out,
-        cfg=params["explain"],
-        seed=int(params["seed"]),
-    )
+    if reason:  # without importing torch: most runs of a selection are not CXR U-Nets
+        summary = skipped_summary(args.dataset, args.model, reason, args.out)
+    else:
+        from unetflow.explain.explain import explain_run
+
+        summary = explain_run(
+            dataset=args.dataset,
+            model_name=args.model,
+            checkpoint=args.checkpoint,
+            processed=args.processed,
+            per_image=args.per_image,
+            out=args.out,
+            cfg=params["explain"],
+            seed=int(params["seed"]),
+        )
     seconds = time.perf_counter() - started
-    if not summary["applicable"]:  # the checkpoint says otherwise than params.yaml
+    if not summary["applicable"]:  # from params.yaml, or from the checkpoint when they differ
         print(f"explain {args.dataset}/{args.model}: not applicable ({summary['reason']})")
         return
     print(

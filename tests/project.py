@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 
 from unetflow.config import deep_merge
@@ -158,12 +159,12 @@ def _tiny_two_datasets(folder: Path) -> None:
 
 
 def built_once(
-    factory: object, name: str, build: Callable[[Path], None] = _tiny_two_datasets
+    factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None] = _tiny_two_datasets
 ) -> tuple[Path, float]:
     """`build(folder)` run once per test session by whichever pytest-xdist worker asks first,
     while the others wait for it; the folder and the seconds the build took. Read it, or copy it
     (shutil.copytree keeps the mtimes Snakemake compares) before changing anything."""
-    root = factory.getbasetemp()  # type: ignore[attr-defined]
+    root = factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the workers' common folder
     folder, seconds = root / name, root / f"{name}.seconds"

@@ -51,13 +51,17 @@ def project(tmp_path_factory) -> Path:
 # One job of each study stage, the cheap model's where there is a choice (of a run's folder, the
 # files without training times).
 TIMELESS = ("metrics.json", "per_image.csv")
+(LEVEL,) = LEVELS
 STAGES = {
-    f"corrupt@{DATASET}-bias-3-1": [
+    f"corrupt@{DATASET}-bias-{LEVEL}-1": [
         f"data/{stage}/{noisy}" for stage in ("noisy", "noisy_augmented") for noisy in NOISY
     ],
-    f"noise_runs@{DATASET}-baseline_mean-bias-3-1": [
-        *(f"results/{DATASET}/baseline_mean/noise/bias/level3/seed1/{name}" for name in TIMELESS),
-        f"results/noise/{DATASET}/trained/baseline_mean/bias/level3/seed1.csv",
+    f"noise_runs@{DATASET}-baseline_mean-bias-{LEVEL}-1": [
+        *(
+            f"results/{DATASET}/baseline_mean/noise/bias/level{LEVEL}/seed1/{name}"
+            for name in TIMELESS
+        ),
+        f"results/noise/{DATASET}/trained/baseline_mean/bias/level{LEVEL}/seed1.csv",
     ],
     f"noise_scores@{DATASET}-baseline_mean": [f"results/noise/{DATASET}/tested/baseline_mean.csv"],
     f"noise@{DATASET}": REPORT,
