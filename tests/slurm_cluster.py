@@ -11,7 +11,8 @@ a finished job in slurmctld's memory for `scontrol show job`.
 SLURM's commands find the configuration through SLURM_CONF, but the executor plugin's job step
 drops every SLURM_* variable before it calls `srun` inside a job, and srun then looks only at
 the compiled-in path: so /etc/slurm/slurm.conf links to this cluster's file while it runs. A
-machine that has its own /etc/slurm/slurm.conf is left alone (`Cluster.start` refuses).
+machine that has its own /etc/slurm/slurm.conf is left alone (`Cluster.start` refuses); a link
+that a killed test run left behind (to a test cluster's file whose slurmctld is gone) is replaced.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SBIN = ("/usr/sbin", "/sbin", "/usr/local/sbin")
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")  # where srun looks without SLURM_CONF
 
 SLURM_CONF = """\
+# unetflow test cluster
 ClusterName=unetflow
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
@@ -74,6 +76,7 @@ NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={m
 Gres=gpu:2 State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
+MARKER = SLURM_CONF.splitlines(keepends=True)[0]  # how a test cluster's file is recognised
 GRES_CONF = "Name=gpu File=/dev/null\nName=gpu File=/dev/zero\n"
 
 
@@ -131,12 +134,7 @@ class Cluster:
         }
         (self.root / "slurm.conf").write_text(SLURM_CONF.format(**values))
         (self.root / "gres.conf").write_text(GRES_CONF)
-        if SYSTEM_CONF.is_symlink() and not SYSTEM_CONF.exists():
-            SYSTEM_CONF.unlink()  # left by a test run that was killed: its folder is gone
-        if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
-            raise FileExistsError(f"{SYSTEM_CONF} exists: this machine has a SLURM of its own")
-        SYSTEM_CONF.parent.mkdir(parents=True, exist_ok=True)
-        SYSTEM_CONF.symlink_to(self.root / "slurm.conf")
+        link_conf(SYSTEM_CONF, self.root / "slurm.conf")
         self.linked = True
 
     def _start(self, name: str, cmd: list[str]) -> None:
@@ -198,16 +196,7 @@ class Cluster:
 
     def steps(self) -> list[psutil.Process]:
         """The job step daemons (slurmstepd) of this cluster: slurmd's children that detached."""
-        found = []
-        for proc in psutil.process_iter(["name"]):
-            with contextlib.suppress(psutil.Error):
-                if (
-                    proc.info["name"] == "slurmstepd"
-                    and proc.status() != psutil.STATUS_ZOMBIE
-                    and proc.environ().get("SLURM_CONF") == self.env["SLURM_CONF"]
-                ):
-                    found.append(proc)
-        return found
+        return processes_of(Path(self.env["SLURM_CONF"]), ("slurmstepd",))
 
     def stop(self) -> None:
         """Cancel every job, stop the daemons by process id (slurmd first), then any job step
@@ -237,6 +226,40 @@ class Cluster:
         if self.linked:
             SYSTEM_CONF.unlink(missing_ok=True)
             self.linked = False
+
+
+def link_conf(link: Path, conf: Path) -> None:
+    """Point `link` at `conf`; replace a stale link of a killed test run, refuse anything else."""
+    if link.is_symlink() and stale(Path(os.readlink(link))):
+        link.unlink()
+    if link.exists() or link.is_symlink():
+        raise FileExistsError(f"{link} exists: this machine has a SLURM of its own")
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(conf)
+
+
+def stale(conf: Path) -> bool:
+    """Whether `conf` is gone, or is a test cluster's slurm.conf that no live daemon uses."""
+    if not conf.exists():
+        return True
+    with conf.open() as lines:
+        if lines.readline() != MARKER:
+            return False
+    return not processes_of(conf, DAEMONS)
+
+
+def processes_of(conf: Path, names: tuple[str, ...]) -> list[psutil.Process]:
+    """The live processes called one of `names` that run with SLURM_CONF=`conf`."""
+    found = []
+    for proc in psutil.process_iter(["name"]):
+        with contextlib.suppress(psutil.Error):
+            if (
+                proc.info["name"] in names
+                and proc.status() != psutil.STATUS_ZOMBIE
+                and proc.environ().get("SLURM_CONF") == str(conf)
+            ):
+                found.append(proc)
+    return found
 
 
 def unavailable(reason: str) -> None:
