@@ -19,6 +19,7 @@ from unetflow.config.errors import ParamsError
 from unetflow.config.presets import deep_merge, describe, leaves, provenance, resolve, shadowed
 from unetflow.config.rules import check_params
 from unetflow.config.schema import schema_errors, schema_for
+from unetflow.config.yamlfile import load_yaml
 
 __all__ = [
     "ParamsError",
@@ -27,6 +28,7 @@ __all__ = [
     "describe",
     "leaves",
     "load_params",
+    "load_yaml",
     "provenance",
     "resolve",
     "schema_errors",
@@ -39,7 +41,7 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> dict[str, Any]:
     """Read and validate params.yaml; errors name the file and the key."""
     path = Path(path)
     try:
-        params = yaml.safe_load(path.read_text())
+        params = load_yaml(path.read_text())
     except FileNotFoundError as exc:
         raise ParamsError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:

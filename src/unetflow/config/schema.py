@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
+from unetflow.config.yamlfile import load_yaml
 
 SCHEMA_PATH = Path("workflow") / "schemas" / "params.schema.yaml"
 
@@ -15,7 +15,7 @@ SCHEMA_PATH = Path("workflow") / "schemas" / "params.schema.yaml"
 def schema_for(params_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The JSON schema that sits in the project beside `params_path`."""
     path = Path(params_path).resolve().parent / SCHEMA_PATH
-    return yaml.safe_load(path.read_text())
+    return load_yaml(path.read_text())
 
 
 def _key(path: Any) -> str:

@@ -11,9 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from unetflow.config import ParamsError, check_params, schema_for
+from unetflow.config import ParamsError, check_params, load_yaml, schema_for
 from unetflow.pipeline.stage import NUMBER_LISTS, dvc_stages, lookup, tracked_keys
 
 # Keys that may be set on the command line (`--config` / `-S`); everything else lives in
@@ -32,7 +30,7 @@ def check_config(config: dict[str, Any], params_path: str | os.PathLike[str]) ->
         values = config.get(key)
         if isinstance(values, list):
             config[key] = [int(v) if isinstance(v, str) and v.isdigit() else v for v in values]
-    on_disk = yaml.safe_load(Path(params_path).read_text())
+    on_disk = load_yaml(Path(params_path).read_text())
     changed = sorted(
         key
         for key in set(config) | set(on_disk)

@@ -19,13 +19,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any, NoReturn
 
-import yaml
-
 from unetflow.config import (
     ParamsError,
     check_params,
     leaves,
     load_params,
+    load_yaml,
     resolve,
     schema_for,
     shadowed,
@@ -122,7 +121,7 @@ def with_selection(
 @cache
 def dvc_stages(dvc_yaml: str) -> dict[str, Any]:
     """The `stages` of a dvc.yaml, as written (placeholders unfilled)."""
-    return yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    return load_yaml(Path(dvc_yaml).read_text())["stages"]
 
 
 def lookup(params: dict[str, Any], dotted: str) -> Any:

@@ -9,7 +9,14 @@ import pytest
 import yaml
 
 from unetflow.cli import main
-from unetflow.config import ParamsError, check_params, load_params, resolve, schema_for
+from unetflow.config import (
+    ParamsError,
+    check_params,
+    load_params,
+    load_yaml,
+    resolve,
+    schema_for,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 PARAMS = ROOT / "params.yaml"
@@ -235,6 +242,16 @@ def test_unparsable_and_missing_files_are_named(tmp_path):
         load_params(bad)
     with pytest.raises(ParamsError, match="file not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_yaml_reads_as_pyyamls_safe_loader_and_quotes_the_bad_line():
+    for name in ("params.yaml", "dvc.yaml", "workflow/schemas/params.schema.yaml"):
+        text = (ROOT / name).read_text()
+        assert load_yaml(text) == yaml.safe_load(text), name
+    with pytest.raises(yaml.YAMLError, match=r"line 2, column 7:\n    seed: \[1, 2\n"):
+        load_yaml("preset: quick\nseed: [1, 2\nmodels: []\n")
+    with pytest.raises(yaml.YAMLError, match="could not determine a constructor"):
+        load_yaml("model: !!python/object:os.system ls\n")  # never builds Python objects
 
 
 def test_config_show_marks_each_value_with_its_source(capsys):
