@@ -146,6 +146,34 @@ def tree_digest(folder: Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
     }
 
 
+# Each engine's bookkeeping in output folders: Snakemake's marker in directory outputs, and the
+# .gitignore DVC writes beside file outputs (results/scores/<dataset>/ holds those of evaluate).
+ENGINES_OWN = (".snakemake_timestamp", ".gitignore")
+
+
+def digest(project: Path, out: str) -> dict[str, str]:
+    """sha256 of an output file, or of every file under an output folder (but ENGINES_OWN)."""
+    path = project / out
+    if path.is_dir():
+        return tree_digest(path, ENGINES_OWN)
+    return {out: sha256_file(path)} if path.is_file() else {}
+
+
+def rewrite_by_dvc(project: Path, stages: dict[str, list[str]], **env: str) -> dict[str, list[str]]:
+    """On a project Snakemake ran and `unetflow sync` handed to DVC, force DVC's own command of
+    each stage (in one `dvc repro --force --single-item` call); per stage, those of its listed
+    outputs whose bytes changed: none where both engines' commands write the same."""
+    before = {out: digest(project, out) for outs in stages.values() for out in outs}
+    empty = [out for out, files in before.items() if not files]
+    if empty:
+        raise AssertionError(f"nothing at {empty} to compare")
+    run(["dvc", "repro", "--force", "--single-item", *stages], project, **env)
+    return {
+        stage: [out for out in outs if digest(project, out) != before[out]]
+        for stage, outs in stages.items()
+    }
+
+
 # The tiny Snakemake run that test_rerun edits and test_slurm compares the cluster with: synth_em
 # and synth_cxr x unet_modern and baseline_mean, one torch thread per job, in a git + DVC repo
 # whose params.yaml selects synth_em only (the selection comes from --config).

@@ -1,60 +1,40 @@
 """The same pipeline twice with the same seed gives byte-identical results on the CPU.
 
-Two fresh copies of the project (tiny preset, synth_em, unet_modern) run through evaluate by
-Snakemake, side by side. Compared byte for byte: metrics.json, per_image.csv, subgroups.csv, the
-predictions, the processed and augmented data, the model weights and the learning curves. Left
-out on purpose, because they hold timings: the summary row (results/rows/..., `train_seconds`),
-model.pt's training summary (`seconds`, `images_per_s`) and the `img_per_s` curve.
+A fresh copy of the project (tiny preset, synth_em, unet_modern) run through evaluate by
+Snakemake, against the session's shared tiny run (tests/project.py: two datasets and two models,
+so its jobs were scheduled otherwise). Compared byte for byte: metrics.json, per_image.csv,
+subgroups.csv, the predictions, the processed and augmented data, the model weights and the
+learning curves. Left out on purpose, because they hold timings: the summary row
+(results/rows/..., `train_seconds`), model.pt's training summary (`seconds`, `images_per_s`) and
+the `img_per_s` curve.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 
-from project import copy_project, tool_env, tree_digest
+from project import SHARED_ENV, built_once, copy_project, run, tree_digest
 
 pytestmark = pytest.mark.e2e
 
 DATASET, MODEL = "synth_em", "unet_modern"
 RESULT = f"results/{DATASET}/{MODEL}"
-# One torch thread per stage process: both runs share the 2 cores.
-ENV = {"OMP_NUM_THREADS": "1"}
-TIMEOUT_S = 600
 TIMINGS = {"seconds", "images_per_s"}  # of model.pt's training summary
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> tuple[Path, Path]:
-    """Two copies of the project, each run through evaluate by Snakemake at the same time."""
-    root = tmp_path_factory.mktemp("repeat")
-    projects = [
-        copy_project(root / name, tiny=True, datasets=[DATASET], models=[MODEL])
-        for name in ("first", "second")
-    ]
-    logs = [project.parent / f"{project.name}.log" for project in projects]
-    with contextlib.ExitStack() as stack:
-        procs = [
-            subprocess.Popen(
-                ["snakemake", "--cores", "1", "--until", "evaluate"],
-                cwd=project,
-                env=tool_env(project, **ENV),
-                stdout=stack.enter_context(log.open("w")),
-                stderr=subprocess.STDOUT,
-            )
-            for project, log in zip(projects, logs, strict=True)
-        ]
-    for project, log, proc in zip(projects, logs, procs, strict=True):
-        if proc.wait(timeout=TIMEOUT_S) != 0:
-            raise AssertionError(
-                f"snakemake in {project} exited {proc.returncode}\n{log.read_text()[-4000:]}"
-            )
-    return projects[0], projects[1]
+    """The shared run, and a fresh copy of the project run through evaluate by Snakemake."""
+    shared, _ = built_once(tmp_path_factory, "tiny_two_datasets")
+    fresh = copy_project(
+        tmp_path_factory.mktemp("repeat") / "fresh", tiny=True, datasets=[DATASET], models=[MODEL]
+    )
+    run(["snakemake", "--cores", "2", "--until", "evaluate"], fresh, **SHARED_ENV)
+    return shared, fresh
 
 
 @pytest.mark.parametrize("name", ["metrics.json", "per_image.csv", "subgroups.csv"])
