@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from project import copy_project, run, tree_digest
+from project import ENGINES_OWN, copy_project, run, tree_digest
 
 pytestmark = pytest.mark.e2e
 
@@ -53,8 +53,7 @@ def test_both_engines_give_the_same_replicates_and_comparison(engines):
         smk, dvc = (engines[name] / out for name in ("snakemake", "dvc"))
         assert smk.read_bytes() == dvc.read_bytes(), f"{out} differs between engines"
     scores = [engines[name] / "results" / "scores" / DATASET for name in ("snakemake", "dvc")]
-    own = (".snakemake_timestamp", ".gitignore")  # in each engine's output folders
-    assert tree_digest(scores[0], own) == tree_digest(scores[1], own)
+    assert tree_digest(scores[0], ENGINES_OWN) == tree_digest(scores[1], ENGINES_OWN)
     assert not list((engines["dvc"] / "results" / DATASET).rglob("checkpoints*"))
 
 

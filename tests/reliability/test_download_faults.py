@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from project import copy_project, run
+from project import ENGINES_OWN, copy_project, run
 from unetflow.data.download import read_manifest, sha256_file
 
 pytestmark = pytest.mark.e2e  # every test here runs Snakemake or DVC
@@ -27,8 +27,6 @@ VICTIM = "train/images/00.png"
 # download.retries 1: two attempts; a 1 s timeout against a server that stalls for 3 s.
 DOWNLOAD = {"timeout_s": 1, "retries": 1, "backoff_s": 0.05}
 STALL_S = 3.0
-# Snakemake's timestamp in a directory output, DVC's .gitignore beside its outputs.
-ENGINE_MARKERS = {".snakemake_timestamp", ".gitignore"}
 
 
 def flipped_sha256(file: Path) -> str:
@@ -66,12 +64,12 @@ def assert_downloaded(project: Path) -> None:
     files = sorted(
         p.relative_to(out).as_posix()
         for p in out.rglob("*")
-        if p.is_file() and p.name not in ENGINE_MARKERS
+        if p.is_file() and p.name not in ENGINES_OWN
     )
     assert files == sorted([entry.path for entry in entries] + ["SHA256SUMS"])
     mismatched = [entry.path for entry in entries if sha256_file(out / entry.path) != entry.sha256]
     assert mismatched == []
-    assert sorted(p.name for p in out.parent.iterdir() if p.name not in ENGINE_MARKERS) == [DATASET]
+    assert sorted(p.name for p in out.parent.iterdir() if p.name not in ENGINES_OWN) == [DATASET]
 
 
 def assert_failed_in_download(proc: subprocess.CompletedProcess[str], project: Path) -> str:
