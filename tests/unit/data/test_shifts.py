@@ -117,7 +117,8 @@ def test_random_acquisition_is_seeded_binary_and_recorded():
         random_acquisition(image, lungs, np.random.default_rng(s), ACQUISITION)[2]
         for s in range(40)
     ]
-    for key, (lo, hi) in (("exposure", (0.6, 1.5)), ("gamma", (0.5, 2.0)), ("zoom", (0.7, 1.25))):
+    for key in ("exposure", "gamma", "zoom"):
+        lo, hi = ACQUISITION[key]
         values = [d[key] for d in drawn]
         assert lo <= min(values) and max(values) <= hi and max(values) - min(values) > (hi - lo) / 3
     assert 0 < np.mean([d["marker_area"] > 0 for d in drawn]) < 1
