@@ -141,6 +141,18 @@ def test_the_report_answers_each_question(tree):
     assert len(figure.axes) == len(study["metrics"]) * len(MODELS)
 
 
+def test_the_figure_draws_each_family_from_the_clean_run_down_in_label_quality(tree):
+    study = study_of(tree, ["bias"])
+    runs = study["runs"]["good"]["bias"]
+    for rank, level in enumerate(sorted(runs)):  # label quality rising with the level
+        runs[level]["label_dice"] = {"mean": 0.7 + 0.1 * rank, "sd": 0.0}
+    dice_axis = noise_figure(study).axes[0]  # the first metric of the first model
+    (line,) = [c.lines[0] for c in dice_axis.containers if c.get_label() == "bias"]
+    assert list(line.get_xdata()) == pytest.approx(
+        [1.0, *(0.7 + 0.1 * r for r in reversed(range(len(runs))))]
+    )
+
+
 def test_a_missing_run_is_named(tree):
     trained_path(tree["results"], "poor", "bias", 3, 2).unlink()
     with pytest.raises(FileNotFoundError, match=r"poor/bias/level3/seed2\.csv: not found"):
