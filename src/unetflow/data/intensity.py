@@ -17,14 +17,19 @@ data. The method is a per-dataset choice (``preprocess.normalise``), recorded in
   mapped to [0, 1] (clipped), then standardised with the mean and standard deviation of a
   uniform grey level (0.5 and 1/√12), so that inputs have about unit variance. This is the
   windowing of a radiograph viewer, done per image.
+- ``{"method": "image_histeq"}``: each image's histogram equalised: every pixel replaced by its
+  rank among the image's pixels, as a fraction in (0, 1) (equal grey levels share their mean
+  rank), then standardised as a uniform grey level like the window. Ranks do not move under any
+  increasing map of the grey levels (gain, offset, gamma, windowing), only where such a map
+  clips and so ties pixels together.
 
-Both per-image methods map an image and its affine change a·x + b (a > 0) to the same array,
+The per-image methods map an image and its affine change a·x + b (a > 0) to the same array,
 so exposure, gain and offset, what scanners and exports differ in most, no longer reach the
 network, and no statistic of any dataset is needed. They differ in what else moves the
-result: the z-score depends on the proportions of the whole image (a wider black border or
-more body in view shifts every pixel), the window only on two percentiles, which a change of
-field of view hardly moves. ``image_window`` is the chest X-ray default for that reason
-(docs/shifts.md has the measurements).
+result: the z-score and the ranks depend on the proportions of the whole image (a wider
+border or more body in view moves every pixel), the window only on two percentiles, which a
+change of field of view hardly moves. ``image_window`` is the chest X-ray default for that
+reason (docs/shifts.md has the measurements).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-METHODS = ("train_zscore", "image_zscore", "image_window")
+METHODS = ("train_zscore", "image_zscore", "image_window", "image_histeq")
 UNIFORM_MEAN, UNIFORM_STD = 0.5, 1.0 / np.sqrt(12.0)
 DEFAULT_WINDOW_PCT = (1.0, 99.0)
 
@@ -43,9 +49,11 @@ def normalisation_for(
     method: str, *, mean: float, std: float, window_pct: Sequence[float] = DEFAULT_WINDOW_PCT
 ) -> dict[str, Any]:
     """The normalisation record of `method`: the train statistics for ``train_zscore``, the
-    percentile window for the per-image methods."""
+    percentile window for the per-image window and z-score, nothing more for equalisation."""
     if method == "train_zscore":
         return {"method": method, "mean": float(mean), "std": float(std)}
+    if method == "image_histeq":
+        return {"method": method}
     if method in ("image_zscore", "image_window"):
         lo, hi = (float(p) for p in window_pct)
         return {"method": method, "window_pct": [lo, hi]}
@@ -67,6 +75,8 @@ def normalise(image: np.ndarray, record: Mapping[str, Any]) -> np.ndarray:
         return _window_zscore(np.asarray(image, dtype=np.float64), record["window_pct"])
     if method == "image_window":
         return _window_unit(np.asarray(image, dtype=np.float64), record["window_pct"])
+    if method == "image_histeq":
+        return _equalised(np.asarray(image, dtype=np.float64))
     raise ValueError(
         f"normalisation method {method!r} is not known; expected one of {list(METHODS)}"
     )
@@ -90,4 +100,12 @@ def _window_unit(image: np.ndarray, window_pct: Sequence[float]) -> np.ndarray:
     if not hi > lo:
         return np.zeros(image.shape, dtype=np.float32)
     unit = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
+    return ((unit - UNIFORM_MEAN) / UNIFORM_STD).astype(np.float32)
+
+
+def _equalised(image: np.ndarray) -> np.ndarray:
+    """Each pixel's rank among the image's pixels as a fraction in (0, 1) (ties: their mean
+    rank), standardised as a uniform grey level; a constant image gives zeros."""
+    ranks = stats.rankdata(image.ravel(), method="average").reshape(image.shape)
+    unit = (ranks - 0.5) / image.size
     return ((unit - UNIFORM_MEAN) / UNIFORM_STD).astype(np.float32)

@@ -165,7 +165,7 @@ BROKEN = [
         "dataset_defs.shenzhen.preprocess.normalise",
         "histogram",
         r"dataset_defs\.shenzhen\.preprocess\.normalise: 'histogram' is not one of "
-        r"\['train_zscore', 'image_zscore', 'image_window'\]",
+        r"\['train_zscore', 'image_zscore', 'image_window', 'image_histeq'\]",
     ),
     (
         "dataset_defs.shenzhen.preprocess.window_pct",

@@ -1,4 +1,4 @@
-"""Intensity normalisation: the train z-score's exact bytes, the per-image window's invariance."""
+"""Intensity normalisation: the train z-score's exact bytes, the per-image methods' invariance."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def radiograph(seed: int = 0, size: int = 64) -> np.ndarray:
     return np.clip(image, 0.2, 0.6)
 
 
-@pytest.mark.parametrize("method", ["image_zscore", "image_window"])
+@pytest.mark.parametrize("method", ["image_zscore", "image_window", "image_histeq"])
 @pytest.mark.parametrize("a, b", [(1.5, 0.1), (0.5, 0.3), (1.0, -0.15), (2.0, -0.3)])
 def test_per_image_methods_map_an_affine_change_to_the_same_array(method, a, b):
     image = radiograph()
@@ -51,6 +51,25 @@ def test_image_window_maps_each_images_own_window_to_unit_variance_levels():
     assert out.min() == pytest.approx(-np.sqrt(3)) and out.max() == pytest.approx(np.sqrt(3))
 
 
+def test_image_histeq_ranks_pixels_so_only_clipping_moves_them():
+    image = radiograph(3)
+    record = normalisation_for("image_histeq", mean=0, std=1)
+    assert record == {"method": "image_histeq"}
+    out = normalise(image, record)
+    assert out.dtype == np.float32
+    # ranks are spread evenly: standardised as a uniform grey level, mean 0 and variance ~1
+    assert out.mean() == pytest.approx(0.0, abs=1e-6) and out.var() == pytest.approx(1.0, abs=1e-3)
+    # an increasing map that is not affine (gamma) leaves every rank where it was
+    np.testing.assert_allclose(normalise(image**0.5, record), out, atol=1e-6)
+    # a gain that clips the brightest fifth ties them at their mean rank; the rest stay put
+    bright = np.clip(image * (1.0 / np.percentile(image, 80)), 0.0, 1.0)
+    clipped = bright >= 1.0
+    moved = normalise(bright, record)
+    np.testing.assert_allclose(moved[~clipped], out[~clipped], atol=1e-6)
+    assert np.unique(moved[clipped]).size == 1
+    assert moved[clipped][0] == pytest.approx(out[clipped].mean(), abs=1e-5)
+
+
 def test_a_wider_black_border_moves_the_z_score_but_not_the_window():
     image = np.pad(radiograph(1)[3:-3, 3:-3], 3)  # collimated: a black border of 3 px
     wider = np.pad(image, 16)  # more of the field collimated
@@ -74,9 +93,8 @@ def test_train_zscore_gives_the_bytes_preprocess_always_wrote():
 
 
 def test_a_constant_image_gives_zeros_and_an_unknown_method_is_named():
-    assert not normalise(
-        np.full((8, 8), 0.3), {"method": "image_window", "window_pct": [1, 99]}
-    ).any()
+    for record in ({"method": "image_window", "window_pct": [1, 99]}, {"method": "image_histeq"}):
+        assert not normalise(np.full((8, 8), 0.3), record).any()
     with pytest.raises(ValueError, match="'clahe'.*train_zscore"):
         normalise(np.zeros((4, 4)), {"method": "clahe"})
     with pytest.raises(ValueError, match="normalise: 'zscore'"):
