@@ -99,13 +99,17 @@ def _window_unit(image: np.ndarray, window_pct: Sequence[float]) -> np.ndarray:
     lo, hi = np.percentile(image, [float(p) for p in window_pct])
     if not hi > lo:
         return np.zeros(image.shape, dtype=np.float32)
-    unit = np.clip((image - lo) / (hi - lo), 0.0, 1.0)
-    return ((unit - UNIFORM_MEAN) / UNIFORM_STD).astype(np.float32)
+    return _uniform_levels(np.clip((image - lo) / (hi - lo), 0.0, 1.0))
 
 
 def _equalised(image: np.ndarray) -> np.ndarray:
     """Each pixel's rank among the image's pixels as a fraction in (0, 1) (ties: their mean
     rank), standardised as a uniform grey level; a constant image gives zeros."""
     ranks = stats.rankdata(image.ravel(), method="average").reshape(image.shape)
-    unit = (ranks - 0.5) / image.size
+    return _uniform_levels((ranks - 0.5) / image.size)
+
+
+def _uniform_levels(unit: np.ndarray) -> np.ndarray:
+    """Grey levels on [0, 1] standardised with a uniform grey level's mean and standard
+    deviation, the one scale the window and the equalisation share."""
     return ((unit - UNIFORM_MEAN) / UNIFORM_STD).astype(np.float32)
