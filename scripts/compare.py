@@ -6,7 +6,6 @@ comparison.json (DVC metrics), comparison.md and comparison.png. Over the replic
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from unetflow.comparison.compare import compare
 from unetflow.comparison.report import comparison_markdown
 from unetflow.comparison.runs import COMPARED, load_scores
 from unetflow.config import load_params
-from unetflow.io.outputs import atomic_file, write_text_atomic
+from unetflow.io.outputs import write_report
 from unetflow.pipeline.stage import add_selection, run_stage, stage_parser, with_selection
 from unetflow.plots import comparison_figure
 
@@ -41,10 +40,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         COMPARED[kind],
     )
     result = compare(scores, COMPARED[kind], params["seed"], params["compare"]["n_boot"])
-    write_text_atomic(args.json, json.dumps(result, indent=2, allow_nan=False) + "\n")
-    write_text_atomic(args.md, comparison_markdown(result))
-    with atomic_file(args.figure) as tmp:
-        comparison_figure(result).savefig(tmp, dpi=100)
+    write_report(
+        result,
+        comparison_markdown(result),
+        comparison_figure(result),
+        json_path=args.json,
+        md_path=args.md,
+        figure_path=args.figure,
+    )
     print(f"compare {args.dataset}: {len(result['variants'])} variants -> {args.json}, {args.md}")
 
 

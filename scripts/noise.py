@@ -5,12 +5,11 @@ on noisy test masks: noise.json (DVC metrics), noise.md and noise.png."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
 from unetflow.config import load_params
-from unetflow.io.outputs import atomic_file, write_text_atomic
+from unetflow.io.outputs import write_report
 from unetflow.noise.report import noise_markdown
 from unetflow.noise.study import noise_study
 from unetflow.pipeline.stage import (
@@ -54,10 +53,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         seed=params["seed"],
         n_boot=params["compare"]["n_boot"],
     )
-    write_text_atomic(args.json, json.dumps(study, indent=2, allow_nan=False) + "\n")
-    write_text_atomic(args.md, noise_markdown(study))
-    with atomic_file(args.figure) as tmp:
-        noise_figure(study).savefig(tmp, dpi=100)
+    write_report(
+        study,
+        noise_markdown(study),
+        noise_figure(study),
+        json_path=args.json,
+        md_path=args.md,
+        figure_path=args.figure,
+    )
     print(f"noise {args.dataset}: {len(study['models'])} models -> {args.json}, {args.md}")
 
 

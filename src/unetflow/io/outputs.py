@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PARTIAL_MARK = ".partial-"
 
@@ -63,3 +68,22 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` (UTF-8, newlines as given) to `path` atomically."""
     with atomic_file(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
+
+
+def write_report(
+    data: dict[str, Any],
+    markdown: str,
+    figure: Figure,
+    *,
+    json_path: str | os.PathLike[str],
+    md_path: str | os.PathLike[str],
+    figure_path: str | os.PathLike[str],
+) -> None:
+    """Write a report stage's three outputs, each atomically: `data` as JSON, `markdown`, and
+    `figure` as a PNG at 100 dpi. The JSON is strict (DVC metrics must parse): data with a
+    NaN raises ValueError before anything is written."""
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    write_text_atomic(json_path, text)
+    write_text_atomic(md_path, markdown)
+    with atomic_file(figure_path) as tmp:
+        figure.savefig(tmp, dpi=100)
