@@ -24,9 +24,11 @@ def test_a_job_gets_its_tracked_keys_resolved_for_its_preset():
     assert got["model_defs"]["unet_paper"]["train"]["lr"] == 0.0005  # quick's, not 0.001
     assert got["model_defs"]["unet_paper"]["width"] == 16
     shenzhen = got["dataset_defs"]["shenzhen"]
+    quick_size = base["presets"]["quick"]["dataset_defs"]["shenzhen"]["preprocess"]["size"]
+    assert quick_size != base["dataset_defs"]["shenzhen"]["preprocess"]["size"]
     assert shenzhen == {
         "kind": "cxr",
-        "preprocess": {**base["dataset_defs"]["shenzhen"]["preprocess"], "size": 256},
+        "preprocess": {**base["dataset_defs"]["shenzhen"]["preprocess"], "size": quick_size},
         "augment": {"flip": False},  # only the key train reads, not quick's copies
     }
     full = job_params(PARAMS, "train", preset="full", dataset="shenzhen", model="unet_paper")
