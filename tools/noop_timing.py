@@ -7,11 +7,17 @@ times each no-op check. Placeholders are enough: neither check reads the outputs
 beyond hashing them.
 
     python tools/noop_timing.py [--repeats 5] [--copies 15] [--folds 0 1 2 --seeds 1 2]
+                                [--strip code params]
+
+`--strip` removes, from the copy's dvc.yaml only, the code deps (scripts/, src/) or the params
+lists of every stage: what DVC's no-op spends on each (the copy no longer keeps the re-run
+contract; it is a measurement, not a layout).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import subprocess
@@ -35,16 +41,35 @@ def sh(cmd: list[str], cwd: Path) -> str:
     return proc.stdout + proc.stderr
 
 
+def strip_stages(dvc_yaml: str, strip: list[str]) -> str:
+    """dvc.yaml without the code deps ("code": `- scripts/...`, `- src/...` lines) and/or the
+    `params:` lists ("params") of its stages."""
+    kept, in_params = [], False
+    for line in dvc_yaml.splitlines():
+        if "code" in strip and re.match(r"\s+- (scripts|src)/", line):
+            continue
+        if "params" in strip:
+            if re.fullmatch(r"    params:\s*", line):
+                in_params = True
+                continue
+            if in_params and line.startswith("      "):
+                continue
+            in_params = False
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
 def make_project(
     dest: Path,
     datasets: list[str] | None,
     models: list[str] | None,
     copies: int = 0,
     replicates: tuple[list[int], list[int]] = ([], []),
+    strip: list[str] | None = None,
 ) -> int:
     """The copy with every output in place and recorded; returns the number of DVC stages.
     `copies` adds that many copies of unet_modern (`unet_modern_copy<i>`), for a larger DAG;
-    `replicates` selects (folds, seeds) of the compare stage."""
+    `replicates` selects (folds, seeds) of the compare stage; `strip` (see strip_stages)."""
     for name in COPIED:
         source = ROOT / name
         if source.is_dir():
@@ -52,6 +77,8 @@ def make_project(
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
+    if strip:
+        (dest / "dvc.yaml").write_text(strip_stages((dest / "dvc.yaml").read_text(), strip))
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for i in range(copies):
         params["model_defs"][f"unet_modern_copy{i}"] = params["model_defs"]["unet_modern"]
@@ -101,11 +128,17 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=0, help="extra copies of unet_modern")
     parser.add_argument("--folds", nargs="*", type=int, default=[], help="replicates' folds")
     parser.add_argument("--seeds", nargs="*", type=int, default=[], help="replicates' seeds")
+    parser.add_argument(
+        "--strip", nargs="+", choices=["code", "params"], default=[],
+        help="drop these deps from every stage of the copy (a measurement of their cost)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="noop-") as tmp:
         project = Path(tmp) / "p"
         replicates = (args.folds, args.seeds)
-        stages = make_project(project, args.datasets, args.models, args.copies, replicates)
+        stages = make_project(
+            project, args.datasets, args.models, args.copies, replicates, args.strip
+        )
         checks = {
             "snakemake -n": (["snakemake", "-n"], "Nothing to be done"),
             "dvc status": (["dvc", "status"], "Data and pipelines are up to date"),
